@@ -1,0 +1,36 @@
+"""Input pipeline: sources (digits, image folder, TFDS), host-side transforms, grain batching.
+
+Knows nothing about models or training. Typical use:
+
+  cfg = tome_jax.data.default_config()              # or config.data from a recipe
+  train = make_dataset(cfg, cfg.split_train, global_batch_size=256, train=True, seed=0)
+  it = iter(train); batch = next(it)                # {"image", "label", "mask"}
+  state = it.get_state(); ...; it.set_state(state)  # resume at the same batch
+  images, targets = mixup_cutmix(images, onehot, key)  # on device, inside the jitted step
+"""
+
+from tome_jax.data.config import DataConfig, default_config, resolve_config
+from tome_jax.data.mixup import mixup_cutmix
+from tome_jax.data.pipeline import make_dataset
+from tome_jax.data.sources import (
+    ArraySource,
+    DatasetNotFoundError,
+    ImageFolderSource,
+    TfdsSource,
+    load_digits,
+    make_source,
+)
+
+__all__ = [
+    "ArraySource",
+    "DataConfig",
+    "DatasetNotFoundError",
+    "ImageFolderSource",
+    "TfdsSource",
+    "default_config",
+    "load_digits",
+    "make_dataset",
+    "make_source",
+    "mixup_cutmix",
+    "resolve_config",
+]

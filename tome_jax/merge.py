@@ -1,0 +1,305 @@
+"""Token Merging (ToMe) as pure, jit-compatible JAX functions.
+
+Every matching function takes a similarity `metric` of shape [B, T, C'] and returns a pair of
+closures `(merge, unmerge)`:
+
+    merge(x, mode="mean")   x: [B, T, C]  ->  [B, T - r, C]    mode: "sum" | "mean" | "amax"
+    unmerge(y)              y: [B, T - r, C]  ->  [B, T, C]
+
+`r` (and `k`) are static Python ints, so every shape is known at trace time: under `jax.jit` each
+distinct r compiles once. No gradient flows through the matching (the metric is wrapped in
+`stop_gradient`); gradients do flow through the merged values. Semantics follow the official ToMe
+implementation exactly (see TOME_SPEC.md); this module knows nothing about Flax.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence, Union
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+MergeFn = Callable[..., jax.Array]
+UnmergeFn = Callable[[jax.Array], jax.Array]
+Schedule = Union[int, tuple, Sequence[int]]
+
+MODES = ("sum", "mean", "amax")
+
+__all__ = [
+    "MODES",
+    "bipartite_soft_matching",
+    "kth_bipartite_soft_matching",
+    "random_bipartite_soft_matching",
+    "merge_wavg",
+    "merge_source",
+    "parse_r",
+]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def _check_3d(name: str, x) -> None:
+    if getattr(x, "ndim", None) != 3:
+        raise ValueError(
+            f"{name} must be a 3-D array [B, T, C] (batch, tokens, channels), got shape "
+            f"{getattr(x, 'shape', type(x).__name__)}; add a batch axis with {name}[None] "
+            "or flatten extra axes into B."
+        )
+
+
+def _check_count(name: str, value, minimum: int) -> int:
+    """A static, non-negative Python int (numpy ints accepted); anything else is a ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(
+            f"{name} must be a Python int known at trace time, got {value!r} "
+            f"({type(value).__name__}); under jax.jit pass it as a static argument."
+        )
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}.")
+    return int(value)
+
+
+def _check_mode(mode: str) -> None:
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}.")
+
+
+def _check_input(x, batch: int, tokens: int, what: str = "x") -> None:
+    _check_3d(what, x)
+    if x.shape[0] != batch or x.shape[1] != tokens:
+        raise ValueError(
+            f"{what} has shape {x.shape} but the matching was computed for batch {batch} and "
+            f"{tokens} tokens; metric and {what} must have the same batch size and token count."
+        )
+
+
+def _normalize(metric: jax.Array) -> jax.Array:
+    """Unit vectors along channels, in float32, with no gradient (the matching is discrete)."""
+    metric = jax.lax.stop_gradient(metric).astype(jnp.float32)
+    return metric / jnp.linalg.norm(metric, axis=-1, keepdims=True)
+
+
+def _similarity(a: jax.Array, b: jax.Array) -> jax.Array:
+    """Cosine scores [B, Ta, Tb]. Full float32 (no TF32) so decisions match the reference."""
+    return jnp.einsum("bic,bjc->bij", a, b, precision=jax.lax.Precision.HIGHEST)
+
+
+def _gather(x: jax.Array, idx: jax.Array) -> jax.Array:
+    """Rows of x [B, T, C] at idx [B, n] -> [B, n, C]."""
+    return jnp.take_along_axis(x, idx[..., None], axis=1)
+
+
+def _scatter_reduce(dst: jax.Array, idx: jax.Array, src: jax.Array, mode: str) -> jax.Array:
+    """Reduce src [B, n, C] into dst [B, m, C] at rows idx [B, n]; dst itself takes part
+    (torch `scatter_reduce(include_self=True)`)."""
+    rows = jnp.arange(dst.shape[0])[:, None]
+    if mode == "sum":
+        return dst.at[rows, idx].add(src)
+    if mode == "amax":
+        return dst.at[rows, idx].max(src)
+    count = jnp.ones(dst.shape[:2], dst.dtype).at[rows, idx].add(1)
+    return dst.at[rows, idx].add(src) / count[..., None]
+
+
+def _identity(batch: int, tokens: int) -> tuple[MergeFn, UnmergeFn]:
+    def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
+        _check_mode(mode)
+        _check_input(x, batch, tokens)
+        return x
+
+    def unmerge(y: jax.Array) -> jax.Array:
+        _check_input(y, batch, tokens, "y")
+        return y
+
+    return merge, unmerge
+
+
+# ----------------------------------------------------------------------------- matchings
+
+
+def bipartite_soft_matching(
+    metric: jax.Array, r: int, class_token: bool = False, distill_token: bool = False
+) -> tuple[MergeFn, UnmergeFn]:
+    """ToMe's bipartite soft matching: merge the r most similar (A -> B) token pairs.
+
+    metric: [B, T, C'] (the ViT uses the attention keys averaged over heads).
+    r: tokens to remove, clamped to (T - protected) // 2; identity when the clamp gives 0.
+    class_token / distill_token: token 0 (and 1) are never merged and stay in front.
+    Returns merge(x [B, T, C], mode) -> [B, T - r, C] and unmerge(y [B, T - r, C]) -> [B, T, C].
+    """
+    _check_3d("metric", metric)
+    r = _check_count("r", r, 0)
+    batch, tokens, _ = metric.shape
+    protected = int(bool(class_token)) + int(bool(distill_token))
+    r = min(r, (tokens - protected) // 2)
+    if r <= 0:
+        return _identity(batch, tokens)
+
+    metric = _normalize(metric)
+    scores = _similarity(metric[:, ::2], metric[:, 1::2])  # A = even tokens, B = odd tokens
+    if class_token:
+        scores = scores.at[:, 0, :].set(-jnp.inf)
+    if distill_token:
+        scores = scores.at[:, :, 0].set(-jnp.inf)
+
+    node_max = scores.max(axis=-1)
+    node_idx = scores.argmax(axis=-1)
+    edge_idx = jnp.argsort(-node_max, axis=-1, stable=True)  # best edges first
+    unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
+    dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
+    if class_token:
+        unm_idx = jnp.sort(unm_idx, axis=-1)  # keeps the class token at position 0
+    num_unm = unm_idx.shape[1]
+
+    def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
+        _check_mode(mode)
+        _check_input(x, batch, tokens)
+        src, dst = x[:, ::2], x[:, 1::2]
+        unm = _gather(src, unm_idx)
+        dst = _scatter_reduce(dst, dst_idx, _gather(src, src_idx), mode)
+        if distill_token:
+            return jnp.concatenate([unm[:, :1], dst[:, :1], unm[:, 1:], dst[:, 1:]], axis=1)
+        return jnp.concatenate([unm, dst], axis=1)
+
+    def unmerge(y: jax.Array) -> jax.Array:
+        _check_input(y, batch, tokens - r, "y")
+        if distill_token:
+            unm = jnp.concatenate([y[:, :1], y[:, 2 : num_unm + 1]], axis=1)
+            dst = jnp.concatenate([y[:, 1:2], y[:, num_unm + 1 :]], axis=1)
+        else:
+            unm, dst = y[:, :num_unm], y[:, num_unm:]
+        rows = jnp.arange(batch)[:, None]
+        a = jnp.zeros((batch, tokens - tokens // 2, y.shape[-1]), y.dtype)
+        a = a.at[rows, unm_idx].set(unm).at[rows, src_idx].set(_gather(dst, dst_idx))
+        return jnp.zeros((batch, tokens, y.shape[-1]), y.dtype).at[:, ::2].set(a).at[:, 1::2].set(dst)
+
+    return merge, unmerge
+
+
+def kth_bipartite_soft_matching(metric: jax.Array, k: int) -> tuple[MergeFn, UnmergeFn]:
+    """Merge every group of k consecutive tokens down to one (k - 1 A tokens, the last in B).
+
+    Each A token merges into its most similar B token (from any group). The tail T % k is
+    dropped. merge: [B, T, C] -> [B, T // k, C]; unmerge: [B, T // k, C] -> [B, T // k * k, C].
+    """
+    _check_3d("metric", metric)
+    k = _check_count("k", k, 1)
+    batch, tokens, _ = metric.shape
+    if k > tokens:
+        raise ValueError(f"k={k} is larger than the token count T={tokens}; use k <= T.")
+    if k == 1:
+        return _identity(batch, tokens)
+    groups = tokens // k
+
+    def split(x):
+        x = x[:, : groups * k].reshape(x.shape[0], groups, k, x.shape[-1])
+        return x[:, :, :-1].reshape(x.shape[0], -1, x.shape[-1]), x[:, :, -1]
+
+    a, b = split(_normalize(metric))
+    dst_idx = _similarity(a, b).argmax(axis=-1)
+
+    def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
+        _check_mode(mode)
+        _check_input(x, batch, tokens)
+        src, dst = split(x)
+        return _scatter_reduce(dst, dst_idx, src, mode)
+
+    def unmerge(y: jax.Array) -> jax.Array:
+        _check_input(y, batch, groups, "y")
+        src = _gather(y, dst_idx).reshape(batch, groups, k - 1, y.shape[-1])
+        return jnp.concatenate([src, y[:, :, None]], axis=2).reshape(batch, groups * k, y.shape[-1])
+
+    return merge, unmerge
+
+
+def random_bipartite_soft_matching(
+    metric: jax.Array, r: int, key: jax.Array
+) -> tuple[MergeFn, UnmergeFn]:
+    """A random set A of r tokens (per batch row, from `key`) merges into the rest (B).
+
+    r is clamped to T - 1. merge: [B, T, C] -> [B, T - r, C] (B tokens in permutation order);
+    unmerge restores [B, T, C].
+    """
+    _check_3d("metric", metric)
+    r = _check_count("r", r, 0)
+    batch, tokens, _ = metric.shape
+    r = min(r, tokens - 1)
+    if r <= 0:
+        return _identity(batch, tokens)
+
+    perm = jax.vmap(lambda k: jax.random.permutation(k, tokens))(jax.random.split(key, batch))
+    a_idx, b_idx = perm[:, :r], perm[:, r:]
+    metric = _normalize(metric)
+    dst_idx = _similarity(_gather(metric, a_idx), _gather(metric, b_idx)).argmax(axis=-1)
+
+    def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
+        _check_mode(mode)
+        _check_input(x, batch, tokens)
+        return _scatter_reduce(_gather(x, b_idx), dst_idx, _gather(x, a_idx), mode)
+
+    def unmerge(y: jax.Array) -> jax.Array:
+        _check_input(y, batch, tokens - r, "y")
+        rows = jnp.arange(batch)[:, None]
+        out = jnp.zeros((batch, tokens, y.shape[-1]), y.dtype).at[rows, b_idx].set(y)
+        return out.at[rows, a_idx].set(_gather(y, dst_idx))
+
+    return merge, unmerge
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def merge_wavg(
+    merge: MergeFn, x: jax.Array, size: jax.Array | None = None
+) -> tuple[jax.Array, jax.Array]:
+    """Size-weighted average merge. x: [B, T, C], size: [B, T, 1] (ones when None).
+
+    Returns (x' [B, T', C] in x's dtype, size' [B, T', 1] float32). Values and sizes go through a
+    single `merge(..., "sum")`, so the scatter runs once.
+    """
+    _check_3d("x", x)
+    if size is None:
+        size = jnp.ones((*x.shape[:2], 1), jnp.float32)
+    dtype = jnp.promote_types(x.dtype, size.dtype)
+    merged = merge(jnp.concatenate([x.astype(dtype) * size, size.astype(dtype)], axis=-1), mode="sum")
+    size = merged[..., -1:]
+    return (merged[..., :-1] / size).astype(x.dtype), size
+
+
+def merge_source(merge: MergeFn, x: jax.Array, source: jax.Array | None = None) -> jax.Array:
+    """Track which original tokens each merged token holds.
+
+    source: [B, T, T0] 0/1 rows (identity [B, T, T] when None, T from x). Returns [B, T', T0]:
+    row i marks the original tokens merged into token i.
+    """
+    _check_3d("x", x)
+    if source is None:
+        batch, tokens = x.shape[:2]
+        source = jnp.broadcast_to(jnp.eye(tokens, dtype=jnp.float32), (batch, tokens, tokens))
+    return merge(source, mode="amax")
+
+
+def parse_r(num_layers: int, r: Schedule) -> list[int]:
+    """Per-layer r schedule.
+
+    int -> [r] * L;  (r, inflect), inflect in [-1, 1] -> linear from int(r * (1 - inflect)) to
+    2r minus that (inflect -1 decreases, as in the paper); list -> padded with zeros to L.
+    """
+    num_layers = _check_count("num_layers", num_layers, 1)
+    if isinstance(r, (list, np.ndarray)) or (isinstance(r, tuple) and len(r) != 2):
+        values = [_check_count("r", v, 0) for v in list(r)]
+        if len(values) > num_layers:
+            raise ValueError(f"r schedule has {len(values)} entries for {num_layers} layers.")
+        return values + [0] * (num_layers - len(values))
+    inflect = 0.0
+    if isinstance(r, tuple):
+        r, inflect = r
+        if not -1.0 <= float(inflect) <= 1.0:
+            raise ValueError(f"inflect must be in [-1, 1], got {inflect}.")
+    r = _check_count("r", r, 0)
+    low = int(r * (1.0 - inflect))
+    high = 2 * r - low
+    step = (high - low) / (num_layers - 1) if num_layers > 1 else 0.0
+    return [int(low + step * i) for i in range(num_layers)]

@@ -1,0 +1,245 @@
+"""Load pretrained ViT weights into a tome_jax model, no torch needed.
+
+Every format is first turned into a timm state dict (timm names, torch layouts), then one table
+maps timm names onto the model's parameters:
+
+- timm state dicts: `.safetensors`, `.npz`, `.pth`/`.pt`/`.bin` (needs torch), or a dict of arrays;
+  official MAE checkpoints wrap it in a "model" key (fc_norm + average pooling);
+- big_vision / AugReg `.npz` checkpoints ("Transformer/encoderblock_0/...");
+- torchvision ViT state dicts ("encoder.layers.encoder_layer_0...", e.g. SWAG ViT-L/16@512, H/14@518).
+Position embeddings are resampled (bicubic) when the model's grid differs from the checkpoint's.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from tome_jax.models.vit import VisionTransformer
+
+
+class CheckpointMismatchError(ValueError):
+    """The checkpoint's keys or shapes do not fit the model."""
+
+
+# ----------------------------------------------------------------------------- reading
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read a checkpoint file into a flat {name: numpy array} dict (any supported layout)."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(
+            f"weights file {path!r} does not exist; download the checkpoint (timm/HF hub .safetensors, "
+            "big_vision .npz, torchvision .pth) and pass its path.")
+    if path.endswith(".safetensors"):
+        from safetensors.numpy import load_file
+
+        return load_file(path)
+    if path.endswith(".npz"):
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    if path.endswith((".pth", ".pt", ".bin")):
+        try:
+            import torch
+        except ImportError:
+            raise ImportError(
+                f"{path!r} is a PyTorch pickle and torch is not installed. Convert it once where torch "
+                "is available: python -c \"import torch, safetensors.torch as st; sd = torch.load('in.pth', "
+                "map_location='cpu'); sd = sd.get('model', sd); st.save_file({k: v.contiguous() for k, v in "
+                "sd.items()}, 'out.safetensors')\", then load the .safetensors file.") from None
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = _unwrap(state)
+        return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
+    raise ValueError(f"unsupported weights format {path!r}; use .safetensors, .npz, .pth/.pt/.bin.")
+
+
+def _unwrap(state: Mapping) -> Mapping:
+    """Official MAE / DeiT checkpoints keep the weights under "model" (or "state_dict")."""
+    for key in ("model", "state_dict", "model_ema"):
+        if key in state and isinstance(state[key], Mapping):
+            return state[key]
+    return state
+
+
+# ----------------------------------------------------------------------------- formats -> timm
+
+
+def _from_big_vision(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """big_vision / AugReg npz names and Flax layouts -> timm names and torch layouts."""
+    sd = {k.removeprefix("opt/target/"): np.asarray(v) for k, v in sd.items()}
+    out = {
+        "patch_embed.proj.weight": sd.pop("embedding/kernel").transpose(3, 2, 0, 1),
+        "patch_embed.proj.bias": sd.pop("embedding/bias"),
+        "pos_embed": sd.pop("Transformer/posembed_input/pos_embedding"),
+        "norm.weight": sd.pop("Transformer/encoder_norm/scale"),
+        "norm.bias": sd.pop("Transformer/encoder_norm/bias"),
+    }
+    if "cls" in sd:
+        out["cls_token"] = sd.pop("cls")
+    if "head/kernel" in sd:
+        out["head.weight"] = sd.pop("head/kernel").T
+        out["head.bias"] = sd.pop("head/bias")
+    blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
+    for i in blocks:
+        p, t = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
+        mha = p + "MultiHeadDotProductAttention_1/"
+        mlp = next(p + n for n in ("MlpBlock_3/", "MlpBlock_0/") if p + n + "Dense_0/kernel" in sd)
+        dim = sd[mha + "query/kernel"].shape[0]
+        out[t + "attn.qkv.weight"] = np.concatenate(
+            [sd.pop(mha + f"{n}/kernel").reshape(dim, -1).T for n in ("query", "key", "value")])
+        out[t + "attn.qkv.bias"] = np.concatenate(
+            [sd.pop(mha + f"{n}/bias").reshape(-1) for n in ("query", "key", "value")])
+        out[t + "attn.proj.weight"] = sd.pop(mha + "out/kernel").reshape(-1, dim).T
+        out[t + "attn.proj.bias"] = sd.pop(mha + "out/bias")
+        for n, name in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
+            out[t + name + ".weight"] = sd.pop(p + n + "/scale")
+            out[t + name + ".bias"] = sd.pop(p + n + "/bias")
+        for n, name in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
+            out[t + f"mlp.{name}.weight"] = sd.pop(mlp + n + "/kernel").T
+            out[t + f"mlp.{name}.bias"] = sd.pop(mlp + n + "/bias")
+    out.update(sd)  # leftovers are reported as unused keys
+    return out
+
+
+_TORCHVISION_RULES = [
+    (r"^conv_proj\.", "patch_embed.proj."),
+    (r"^class_token$", "cls_token"),
+    (r"^encoder\.pos_embedding$", "pos_embed"),
+    (r"^encoder\.ln\.", "norm."),
+    (r"^heads\.head\.", "head."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.ln_1\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.ln_2\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.self_attention\.in_proj_(weight|bias)$", r"blocks.\1.attn.qkv.\2"),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.self_attention\.out_proj\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.mlp\.(0|linear_1)\.", r"blocks.\1.mlp.fc1."),
+    (r"^encoder\.layers\.encoder_layer_(\d+)\.mlp\.(3|linear_2)\.", r"blocks.\1.mlp.fc2."),
+]
+
+
+def _from_torchvision(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """torchvision VisionTransformer names -> timm names (layouts already agree)."""
+    out = {}
+    for key, value in sd.items():
+        new = key
+        for pattern, repl in _TORCHVISION_RULES:
+            new, hit = re.subn(pattern, repl, key)
+            if hit:
+                break
+        out[new] = value
+    return out
+
+
+def to_timm_state_dict(sd: Mapping) -> dict[str, np.ndarray]:
+    """Any supported checkpoint dict -> timm names and torch layouts."""
+    sd = _unwrap(sd)
+    sd = {k: np.asarray(v) for k, v in sd.items()}
+    if any(k.startswith(("Transformer/", "opt/target/Transformer/")) for k in sd):
+        return _from_big_vision(sd)
+    if "conv_proj.weight" in sd or any(k.startswith("encoder.layers.") for k in sd):
+        return _from_torchvision(sd)
+    return sd
+
+
+# ----------------------------------------------------------------------------- timm -> model
+
+
+def resample_pos_embed(pos_embed: np.ndarray, grid: int, num_prefix_tokens: int) -> np.ndarray:
+    """[1, P + g*g, C] -> [1, P + grid*grid, C], bicubic on the patch grid, prefix tokens kept."""
+    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
+    old = int(round(np.sqrt(patches.shape[1])))
+    if old * old != patches.shape[1]:
+        raise CheckpointMismatchError(
+            f"pos_embed has {patches.shape[1]} patch tokens, not a square grid; check the model's "
+            f"class/distill tokens ({num_prefix_tokens} prefix tokens expected).")
+    dim = patches.shape[-1]
+    patches = jax.image.resize(jnp.asarray(patches, jnp.float32).reshape(old, old, dim),
+                               (grid, grid, dim), method="bicubic", antialias=True)
+    return np.concatenate([prefix, np.asarray(patches).reshape(1, grid * grid, dim)], axis=1)
+
+
+def _timm_name(path: tuple) -> str:
+    """NNX state path -> timm name: ('blocks', 0, 'attn', 'qkv', 'kernel') -> blocks.0.attn.qkv.weight."""
+    *module, leaf = (str(p) for p in path)
+    return ".".join([*module, "weight" if leaf in ("kernel", "scale") else leaf])
+
+
+def _to_model_layout(value: np.ndarray, path: tuple) -> np.ndarray:
+    if path[-1] == "kernel" and value.ndim == 4:  # conv OIHW -> HWIO
+        return value.transpose(2, 3, 1, 0)
+    if path[-1] == "kernel" and value.ndim == 2:  # linear [out, in] -> [in, out]
+        return value.T
+    return value
+
+
+def timm_state_dict(model: VisionTransformer) -> dict[str, np.ndarray]:
+    """The model's parameters as a timm state dict (timm names, torch layouts, numpy)."""
+    out = {}
+    for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+        value = np.asarray(param.value)
+        if path[-1] == "kernel":  # inverse of _to_model_layout
+            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+        out[_timm_name(path)] = np.ascontiguousarray(value)
+    return out
+
+
+def save_timm(model: VisionTransformer, path: str | os.PathLike) -> None:
+    """Write the model as a timm-compatible `.safetensors` file (atomically: temp file + rename)."""
+    from safetensors.numpy import save_file
+
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    save_file(timm_state_dict(model), tmp)
+    os.replace(tmp, path)
+
+
+def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tuple[str, ...] = ()) -> dict:
+    """Load timm-named weights (or any format above) into `model` in place.
+
+    source: a path or a dict of arrays. `skip`: timm-name prefixes to leave at their init, e.g.
+    ("head",) to fine-tune on a new class count. Shape mismatches always raise, naming the key.
+    Missing and unused keys raise when `strict`, else are returned. Returns
+    {"missing": [...], "unused": [...], "resampled": [...]}.
+    """
+    state_dict = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
+    state_dict = to_timm_state_dict(state_dict)
+    state = nnx.state(model, nnx.Param)
+    flat = dict(nnx.to_flat_state(state))
+    skip = tuple(skip)
+    missing, mismatched, resampled, updates = [], [], [], {}
+    grid = model.img_size // model.patch_size
+    for path, param in flat.items():
+        name = _timm_name(path)
+        if skip and name.startswith(skip):
+            continue
+        if name not in state_dict:
+            missing.append(name)
+            continue
+        value = _to_model_layout(np.asarray(state_dict[name]), path)
+        if name == "pos_embed" and value.shape != param.value.shape and value.ndim == 3:
+            value = resample_pos_embed(value, grid, model.num_prefix_tokens)
+            resampled.append(name)
+        if value.shape != param.value.shape:
+            mismatched.append(f"{name}: checkpoint {np.shape(state_dict[name])} does not fit the model's "
+                              f"{tuple(param.value.shape)} (Flax layout)")
+        updates[path] = value
+    model_names = {_timm_name(path) for path in flat}
+    unused = sorted(k for k in state_dict if k not in model_names and not (skip and k.startswith(skip)))
+    if mismatched:
+        raise CheckpointMismatchError(
+            "shape mismatch between checkpoint and model (is this the right architecture, img_size, "
+            "num_classes? pass skip=('head',) to keep a new head):\n  " + "\n  ".join(mismatched))
+    if strict and (missing or unused):
+        raise CheckpointMismatchError(
+            f"checkpoint does not fit the model: missing keys {missing}, unused keys {unused}. "
+            "Check the model name / global_pool / fc_norm, or pass strict=False to load what matches.")
+    for path, value in updates.items():  # only after every check passed: no half-loaded model
+        flat[path].value = jnp.asarray(value, flat[path].value.dtype)
+    nnx.update(model, state)
+    return {"missing": missing, "unused": unused, "resampled": resampled}
