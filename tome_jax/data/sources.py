@@ -14,7 +14,7 @@ import logging
 import os
 import warnings
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
@@ -25,6 +25,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 DIGITS_SPLITS = ("train", "test")
 DIGITS_TEST_FRACTION = 0.2
 DIGITS_SPLIT_SEED = 0
+
+
+class Source(Protocol):
+  """What the pipeline needs from a source."""
+
+  num_classes: int
+
+  def __len__(self) -> int: ...
+
+  def load(self, ids: np.ndarray) -> tuple[np.ndarray | list[Image.Image | None], np.ndarray]: ...
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -88,7 +98,7 @@ class ImageFolderSource:
           "config variant, which trains on the embedded digits data."
       )
     self.root = root
-    self.classes = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir()))
+    self.classes = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")))
     paths, labels, skipped = [], [], []
     for label, name in enumerate(self.classes):
       class_dir = os.path.join(root, name)
@@ -159,16 +169,16 @@ class TfdsSource:
     try:
       builder = tfds.builder(name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as e:
-      raise DatasetNotFoundError(_tfds_missing_message(name, data_dir, None, None)) from e
+      raise DatasetNotFoundError(_tfds_missing_message(name, _root(data_dir), None)) from e
     if not builder.is_prepared():
-      raise DatasetNotFoundError(_tfds_missing_message(name, data_dir, builder.data_dir, builder))
+      raise DatasetNotFoundError(_tfds_missing_message(name, str(builder.data_dir_root), builder))
     try:
       self._ds = builder.as_data_source(split=split)
     except NotImplementedError as e:  # Prepared, but as TFRecord: no random access.
       raise DatasetNotFoundError(
           f"TFDS dataset {name!r} in {builder.data_dir} is stored as TFRecord, which has no random "
           "access. Re-prepare it in ArrayRecord format:\n"
-          f"  tfds build {name} --data_dir={_root(data_dir)} --file_format=array_record\n"
+          f"  tfds build {name} --data_dir={builder.data_dir_root} --file_format=array_record\n"
           "or use the ':runlocal' config variant, which trains on the embedded digits data."
       ) from e
     features = builder.info.features
@@ -192,32 +202,34 @@ def _to_pil_rgb(image: np.ndarray) -> Image.Image:
 
 
 def _root(data_dir: str | None) -> str:
-  return data_dir if data_dir is not None else "~/tensorflow_datasets"
+  return data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
 
 
-def _tfds_missing_message(name, data_dir, variant_dir, builder) -> str:
-  root = str(builder.data_dir_root) if builder is not None else _root(data_dir)
-  where = f" (looked in {variant_dir})" if variant_dir else ""
+def _tfds_missing_message(name: str, root: str, builder) -> str:
+  runlocal = (
+      "Or run the same recipe on the embedded digits data with the ':runlocal' config variant, e.g. "
+      "`--config configs/<recipe>.py:runlocal`."
+  )
+  if builder is None:
+    return (
+        f"TFDS has no dataset registered as {name!r} and none is prepared under data_dir={root}: "
+        f"check data.name and data.data_dir.\n{runlocal}"
+    )
   lines = [
-      f"TFDS dataset {name!r} is not prepared in data_dir={data_dir!r}{where}.",
+      f"TFDS dataset {name!r} is not prepared in data_dir={root} (looked in {builder.data_dir}).",
       "Prepare it once in ArrayRecord format (reading it afterwards needs no TensorFlow; preparing "
       "some datasets does, `pip install tensorflow`):",
       f"  tfds build {name} --data_dir={root} --file_format=array_record",
   ]
-  manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None) if builder is not None else None
+  manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
   if manual:
     manual_dir = os.path.join(root, "downloads", "manual")
     lines.append(f"{name} needs a manual download into {manual_dir} first:\n  " + " ".join(manual.split()))
-  if builder is None:
-    lines.append(f"(TFDS has no dataset registered as {name!r}: check the spelling of data.name.)")
-  lines.append(
-      "Or run the same recipe on the embedded digits data with the ':runlocal' config variant, e.g. "
-      "`--config configs/<recipe>.py:runlocal`."
-  )
+  lines.append(runlocal)
   return "\n".join(lines)
 
 
-def make_source(cfg: DataConfig | Mapping[str, Any] | None, split: str) -> ArraySource | ImageFolderSource | TfdsSource:
+def make_source(cfg: DataConfig | Mapping[str, Any] | None, split: str) -> Source:
   """The source named by `cfg.name` for `split` (digits | imagefolder | any TFDS name).
 
   imagefolder reads `os.path.join(cfg.data_dir, split)`; split "" reads `cfg.data_dir` itself.
@@ -226,9 +238,9 @@ def make_source(cfg: DataConfig | Mapping[str, Any] | None, split: str) -> Array
   if cfg.name == "digits":
     return load_digits(split)
   if cfg.name == "imagefolder":
-    if cfg.data_dir is None:
+    if not cfg.data_dir:
       raise ValueError("data.name='imagefolder' needs data.data_dir (the folder holding the splits).")
     return ImageFolderSource(os.path.join(cfg.data_dir, split), verify=cfg.verify_images)
   return TfdsSource(
-      cfg.name, split, data_dir=cfg.data_dir, image_key=cfg.image_key, label_key=cfg.label_key
+      cfg.name, split, data_dir=cfg.data_dir or None, image_key=cfg.image_key, label_key=cfg.label_key
   )

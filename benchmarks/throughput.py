@@ -1,0 +1,310 @@
+"""Throughput of the jitted ViT forward with ToMe: images/s, speedup over r=0, FLOP ratio, efficiency.
+
+    python benchmarks/throughput.py --model vit_base_patch16_224 --batch 16 --dtype float32 --r 0,8,16
+
+Prints the command line and the machine, then
+1. throughput: for every r, images/s of the jitted forward (compile excluded, warm-up, median of
+   `--repeats` interleaved rounds, block_until_ready), the speedup over r=0 of the same run, the
+   FLOP ratio from `tome_jax.count_flops` and the efficiency = speedup / FLOP ratio. When torch
+   and timm are importable (and not `--torch off`), timm's ViT of the same name, batch, dtype and
+   thread count runs under `torch.inference_mode()` in the same rounds, side by side.
+2. breakdown at `--breakdown-r` (0 skips it): every part timed in isolation at the real per-layer
+   shapes (attention, ToMe matching, ToMe merge, MLP, patch embedding, head) and summed over
+   the layers, next to the measured forward. ToMe overhead = matching + merge, all layers.
+
+Timings are wall-clock medians of interleaved rounds (see benchmarks/common.py): on a shared
+machine rerun and compare medians; the minimum column shows the least disturbed run.
+Run from the repository root (or with the package installed); torch is optional.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import os
+import sys
+import time
+from unittest import mock
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from flax import nnx  # noqa: E402
+
+import tome_jax  # noqa: E402
+from tome_jax import merge as tome  # noqa: E402
+from tome_jax.models.flops import token_counts  # noqa: E402
+
+from benchmarks.common import (  # noqa: E402
+    ScheduleForward, blocking, machine_lines, table, time_interleaved)
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="vit_base_patch16_224")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
+    p.add_argument("--r", default="0,8,16", help="comma-separated r values (constant schedules); 0 is added")
+    p.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (median reported)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed runs after compilation")
+    p.add_argument("--breakdown-r", type=int, default=16, help="r of the per-part breakdown; 0: none")
+    p.add_argument("--breakdown-repeats", type=int, default=5)
+    p.add_argument("--in-context", action="store_true",
+                   help="also time the forward at --breakdown-r with ToMe replaced by a free token drop "
+                        "(same token counts, no matching or merging): a second estimate of ToMe's cost")
+    p.add_argument("--torch", default="auto", choices=["auto", "off"],
+                   help="auto: time timm's ViT too when torch and timm import")
+    p.add_argument("--no-prop-attn", action="store_true", help="model.prop_attn = False")
+    return p.parse_args(argv)
+
+
+# ----------------------------------------------------------------------------- torch (optional)
+
+
+def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
+    """timm's model under torch.inference_mode, or (None, why) when torch/timm are missing."""
+    try:
+        import timm
+        import torch
+    except ImportError as e:
+        return None, f"torch/timm not importable ({e.__class__.__name__}: {e}); PyTorch column skipped"
+    threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(threads)
+    torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
+    model = timm.create_model(name.partition(".")[0], pretrained=False, num_classes=1000).eval().to(torch_dtype)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(torch_dtype)
+
+    def forward():
+        with torch.inference_mode():
+            return model(x)
+
+    info = (f"torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads, "
+            f"inference_mode, {dtype}")
+    return forward, info
+
+
+# ----------------------------------------------------------------------------- throughput
+
+
+def run_throughput(model, args, images_np, dtype):
+    rs = sorted({0, *(int(v) for v in args.r.split(",") if v.strip())})
+    fwd = ScheduleForward(model)
+    images = [jnp.asarray(images_np, dtype), jnp.asarray(images_np[::-1].copy(), dtype)]
+
+    candidates, compile_s = {}, {}
+    for r in rs:
+        fn, state = fwd.compiled(r)
+        t0 = time.perf_counter()
+        jax.block_until_ready(fn(state, images[0]))
+        compile_s[r] = time.perf_counter() - t0
+        jax.block_until_ready(fn(state, images[1]))  # new batch contents: must not retrace
+        # Alternate two batch contents while timing: the trace counter then proves no retracing.
+        batches = itertools.cycle(images)
+        candidates[f"jax r={r}"] = lambda fn=fn, state=state, batches=batches: jax.block_until_ready(
+            fn(state, next(batches)))
+        print(f"  compiled r={r}: first call (trace + compile + run) {compile_s[r]:.1f} s", flush=True)
+
+    torch_info = None
+    if args.torch != "off":
+        torch_fn, torch_info = make_torch_forward(args.model, args.batch, args.dtype, images_np)
+        if torch_fn is not None:
+            candidates["torch timm r=0"] = torch_fn
+        print(f"  PyTorch: {torch_info}", flush=True)
+
+    print(f"  timing {len(candidates)} candidates x {args.repeats} interleaved rounds ...", flush=True)
+    stats = time_interleaved(candidates, repeats=args.repeats, warmup=args.warmup)
+    retraced = {k: n for k, n in fwd.traces.items() if n != 1}
+
+    flops0 = tome_jax.count_flops(model, r=0)
+    base = stats["jax r=0"].median
+    rows = []
+    for r in rs:
+        s = stats[f"jax r={r}"]
+        flop_ratio = flops0 / tome_jax.count_flops(model, r=r)
+        speedup = base / s.median
+        rows.append([
+            "JAX", r, token_counts(model, r)[-1], f"{tome_jax.count_flops(model, r=r) / 1e9:.2f}",
+            f"{flop_ratio:.2f}", f"{s.median * 1e3:.0f}", f"{s.min * 1e3:.0f}",
+            f"{args.batch / s.median:.2f}", f"{speedup:.2f}", f"{speedup / flop_ratio:.2f}",
+        ])
+    if "torch timm r=0" in stats:
+        s = stats["torch timm r=0"]
+        rows.append(["PyTorch timm", 0, token_counts(model, 0)[-1], f"{flops0 / 1e9:.2f}", "1.00",
+                     f"{s.median * 1e3:.0f}", f"{s.min * 1e3:.0f}", f"{args.batch / s.median:.2f}",
+                     f"{base / s.median:.2f}", ""])
+    header = ["impl", "r", "tokens out", "GFLOPs/img", "FLOP ratio", "ms/batch (median)", "ms (min)",
+              "img/s", "speedup vs JAX r=0", "efficiency"]
+    print()
+    print(table(header, rows, align="llrrrrrrrr"))
+    print(f"\n{args.repeats} interleaved rounds, median wall time per batch of {args.batch}; "
+          f"img/s = batch / median. Compile times: "
+          + ", ".join(f"r={r} {compile_s[r]:.1f} s" for r in rs) + ".")
+    print("Traces per schedule (each schedule compiled once, 2 batch contents alternated): "
+          + ("all 1 (no retracing)" if not retraced else f"RETRACED: {retraced}"))
+    return stats
+
+
+# ----------------------------------------------------------------------------- breakdown
+
+
+def _pure(module, fn):
+    """jit of fn(module, *args) as a pure function of the module's state; returns (jitted, state)."""
+    graphdef, state = nnx.split(module)
+    return jax.jit(lambda state, *a: fn(nnx.merge(graphdef, state), *a)), state
+
+
+def _attention_part(block, x, size):
+    """x + attn(norm1(x)), as in Block.__call__ (no LayerScale / drop path in the timed models)."""
+    out, metric = block.attn(block.norm1(x), size)
+    return x + (out if block.ls1 is None else block.ls1(out)), metric
+
+
+def _mlp_part(block, x):
+    out = block.mlp(block.norm2(x))
+    return x + (out if block.ls2 is None else block.ls2(out))
+
+
+def run_breakdown(model, args, images_np, dtype):
+    r = args.breakdown_r
+    model.r = r
+    batch, dim = args.batch, model.embed_dim
+    head_dim = dim // model.blocks[0].attn.num_heads
+    counts = token_counts(model, r)
+    cls, dist = model.has_class_token, model.distilled
+    prop_attn, trace_source = model.prop_attn, model.trace_source
+    key = jax.random.key(1)
+
+    def rand(shape, dt=dtype):
+        nonlocal key
+        key, sub = jax.random.split(key)
+        return jax.random.normal(sub, shape, jnp.float32).astype(dt)
+
+    candidates = {}
+    images = jnp.asarray(images_np, dtype)
+    embed, embed_state = _pure(model.patch_embed, lambda m, im: m(im))
+    candidates["patch embed"] = blocking(embed, embed_state, images)
+    for i, block in enumerate(model.blocks):
+        t_in, t_out = counts[i], counts[i + 1]
+        layer_r = t_in - t_out
+        x = rand((batch, t_in, dim))
+        # Sizes exist from the first merge on (None before: no attention bias, as in the model).
+        size = None if i == 0 or counts[0] == t_in else 1.0 + jnp.abs(rand((batch, t_in, 1), jnp.float32))
+        attn, state = _pure(block, _attention_part)
+        candidates[f"attention {i}"] = blocking(attn, state, x, size if prop_attn else None)
+        if layer_r > 0:
+            metric = rand((batch, t_in, head_dim))
+            sizes = jnp.ones((batch, t_in, 1), jnp.float32) if size is None else size
+            source = (jnp.broadcast_to(jnp.eye(t_in, counts[0], dtype=jnp.float32), (batch, t_in, counts[0]))
+                      if trace_source else None)
+
+            def step(x, metric, size, source, layer_r=layer_r):
+                merge, _ = tome.bipartite_soft_matching(metric, layer_r, cls, dist)
+                if source is not None:
+                    source = tome.merge_source(merge, x, source)
+                x, size = tome.merge_wavg(merge, x, size)
+                return x, size, source
+
+            # The matching alone: a 1-channel merge (of the sizes) makes it compute its indices.
+            match = jax.jit(lambda metric, size, layer_r=layer_r: tome.bipartite_soft_matching(
+                metric, layer_r, cls, dist)[0](size, "sum"))
+            candidates[f"matching {i}"] = blocking(match, metric, sizes)
+            candidates[f"matching+merge {i}"] = blocking(jax.jit(step), x, metric, size, source)
+        mlp, state = _pure(block, _mlp_part)
+        candidates[f"mlp {i}"] = blocking(mlp, state, rand((batch, t_out, dim)))
+    head, head_state = _pure(model, lambda m, x, s: m.forward_head(m.norm(x) if m.norm is not None else x, s))
+    candidates["norm + head"] = blocking(head, head_state, rand((batch, counts[-1], dim)),
+                                         jnp.ones((batch, counts[-1], 1), jnp.float32))
+
+    fwd = ScheduleForward(model)
+    fn, state = fwd.compiled(r)
+    candidates["full forward"] = blocking(fn, state, images)
+    if args.in_context:
+        fn_drop, state_drop = _token_drop_forward(model, r)
+        candidates["forward, free token drop"] = blocking(fn_drop, state_drop, images)
+
+    print(f"  timing {len(candidates)} parts x {args.breakdown_repeats} interleaved rounds ...", flush=True)
+    stats = time_interleaved(candidates, repeats=args.breakdown_repeats, warmup=args.warmup, min_time=0.02)
+    med = {k: v.median for k, v in stats.items()}
+    layers = range(model.depth)
+    parts = {
+        "attention (norm1, qkv, softmax(qk^T)v, proj)": sum(med[f"attention {i}"] for i in layers),
+        "ToMe matching (normalize, similarity, max, sort)": sum(
+            med.get(f"matching {i}", 0.0) for i in layers),
+        "ToMe merge (gather/scatter of x and size)": sum(
+            med.get(f"matching+merge {i}", 0.0) - med.get(f"matching {i}", 0.0) for i in layers),
+        "MLP (norm2, fc1, GELU, fc2)": sum(med[f"mlp {i}"] for i in layers),
+        "patch embed": med["patch embed"],
+        "final norm + head": med["norm + head"],
+    }
+    total = sum(parts.values())
+    forward = med["full forward"]
+    rows = [[name, f"{t * 1e3:.1f}", f"{100 * t / total:.1f}", f"{100 * t / forward:.1f}"]
+            for name, t in parts.items()]
+    rows.append(["sum of parts", f"{total * 1e3:.1f}", "100.0", f"{100 * total / forward:.1f}"])
+    rows.append(["measured full forward", f"{forward * 1e3:.1f}", "", "100.0"])
+    overhead = parts["ToMe matching (normalize, similarity, max, sort)"] + parts[
+        "ToMe merge (gather/scatter of x and size)"]
+    print(f"\nBreakdown at r={r} (batch {batch}, {args.dtype}; tokens per block {counts}), "
+          f"each part jitted alone at its real shapes, median of {args.breakdown_repeats} rounds:\n")
+    print(table(["part (all layers)", "ms/batch", "% of sum", "% of forward"], rows))
+    print(f"\nToMe overhead (matching + merge, all layers): {overhead * 1e3:.1f} ms = "
+          f"{100 * overhead / forward:.1f}% of the r={r} forward.")
+    if args.in_context:
+        drop = med["forward, free token drop"]
+        print(f"In context: forward at r={r} {forward * 1e3:.0f} ms vs. the same forward with ToMe replaced "
+              f"by a free token drop {drop * 1e3:.0f} ms: difference {100 * (forward - drop) / forward:.1f}%.")
+    per_layer = [[i, counts[i], counts[i + 1]] + [
+        f"{med.get(f'{p} {i}', 0.0) * 1e3:.2f}" for p in ("attention", "matching", "matching+merge", "mlp")]
+        for i in layers]
+    print("\nPer layer (ms/batch):\n")
+    print(table(["layer", "T in", "T out", "attention", "matching", "matching+merge", "MLP"], per_layer))
+    return stats
+
+
+def _token_drop_forward(model, r):
+    """The forward with every merge replaced by keeping the first T - r tokens (sizes unchanged)."""
+
+    def drop_matching(metric, r, class_token=False, distill_token=False):
+        protected = int(bool(class_token)) + int(bool(distill_token))
+        r = min(r, (metric.shape[1] - protected) // 2)
+        return (lambda x, mode="mean": x[:, : x.shape[1] - r]), None
+
+    graphdef, state = nnx.split(model)
+
+    def forward(state, images):
+        with mock.patch.object(tome, "bipartite_soft_matching", drop_matching):  # trace time only
+            return nnx.merge(graphdef, state)(images)
+
+    return jax.jit(forward), state
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    dtype = DTYPES[args.dtype]
+    print("\n".join(machine_lines()), flush=True)
+    t0 = time.perf_counter()
+    model = tome_jax.create_model(args.model, dtype=None if args.dtype == "float32" else dtype)
+    if args.no_prop_attn:
+        model.prop_attn = False
+    print(f"model: {args.model} ({model.depth} blocks, dim {model.embed_dim}, "
+          f"{model.num_patches + model.num_prefix_tokens} tokens), batch {args.batch}, {args.dtype}, "
+          f"prop_attn={model.prop_attn}; created in {time.perf_counter() - t0:.1f} s", flush=True)
+    images_np = np.random.default_rng(0).standard_normal(
+        (args.batch, model.img_size, model.img_size, model.in_chans)).astype(np.float32)
+
+    print("\n## Throughput\n", flush=True)
+    run_throughput(model, args, images_np, dtype)
+    if args.breakdown_r > 0:
+        print("\n## Breakdown\n", flush=True)
+        run_breakdown(model, args, images_np, dtype)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,78 @@
+r"""DeiT-B-style ImageNet recipe trained with ToMe (Bolya et al., Sec. 4.2 / DeiT, Touvron et al.).
+
+  python train.py --config configs/vit_b_tome.py --workdir /tmp/vit_b_tome \
+      --config.data.data_dir=/path/to/tensorflow_datasets
+  python train.py --config configs/vit_b_tome.py:runlocal --workdir /tmp/runlocal
+
+`runlocal` shrinks the same recipe to a small ViT on the embedded digits data (no download), and
+`r=N` sets ToMe's r: `--config configs/vit_b_tome.py:runlocal,r=0`.
+"""
+
+import ml_collections
+
+from tome_jax import data
+from tome_jax.train.config import parse_arg
+
+
+def get_config(arg=None):
+    arg = parse_arg(arg, runlocal=False, r=-1)
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    # Model: timm name + overrides passed to tome_jax.create_model.
+    config.model_name = "deit_base_patch16_224"
+    config.model = ml_collections.ConfigDict(dict(
+        num_classes=1000, img_size=224, drop_path_rate=0.1, global_pool="token", dtype="bfloat16"))
+    config.init = ml_collections.ConfigDict(dict(weights="", skip=("head",)))  # "" = from scratch
+
+    # ToMe: trained with merging, no proportional attention (as in the paper's training runs).
+    config.tome = ml_collections.ConfigDict(dict(r=16 if arg.r < 0 else arg.r, prop_attn=False))
+
+    # Data: ImageNet through tfds (ArrayRecord), DeiT augmentation.
+    config.data = data.default_config()
+    config.data.update(dict(
+        name="imagenet2012", data_dir="", split_train="train", split_eval="validation", image_size=224,
+        mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic",
+        crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=True, crop_pct=0.875, num_threads=16))
+    config.batch_size = 1024
+    config.total_epochs = 300.0
+    config.total_steps = 0  # > 0 overrides total_epochs
+    config.warmup_epochs = 5.0
+    config.warmup_steps = 0  # > 0 overrides warmup_epochs
+
+    # Optimizer: AdamW, lr 5e-4 per 512 images, cosine to 1e-5.
+    config.optimizer = ml_collections.ConfigDict(dict(
+        name="adamw", lr=5e-4 * config.batch_size / 512, min_lr=1e-5, b1=0.9, b2=0.999,
+        weight_decay=0.05, clip_norm=0.0, layer_decay=0.0, ema_decay=0.0))
+    config.label_smoothing = 0.1
+    config.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5))
+
+    # Devices: data parallel over all devices; mesh.model > 1 also shards large parameters.
+    config.mesh = ml_collections.ConfigDict(dict(model=1))
+
+    # Logging and checkpoints.
+    config.log_every_steps = 100
+    config.eval_every_steps = 5000
+    config.checkpoint_every_steps = 1000
+    config.keep_checkpoints = 3
+
+    if arg.runlocal:
+        # A small ViT on sklearn's digits at 16x16 (patches of 2 px: 64 tokens + class token).
+        config.model_name = "vit_tiny_patch16_224"
+        config.model.update(dict(num_classes=10, img_size=16, patch_size=2, embed_dim=64, depth=6,
+                                 num_heads=4, mlp_ratio=2.0, drop_path_rate=0.0, dtype="float32"))
+        config.tome.r = 5 if arg.r < 0 else arg.r
+        config.data = data.default_config()
+        config.data.update(dict(name="digits", data_dir="", image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
+                                crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1), hflip=False, crop_pct=1.0,
+                                num_threads=2))
+        config.batch_size = 128
+        config.total_epochs = 40.0
+        config.warmup_epochs = 3.0
+        config.optimizer.update(dict(lr=2e-3, min_lr=1e-5, weight_decay=0.05))
+        config.label_smoothing = 0.1
+        config.mixup.update(dict(mixup_alpha=0.0, cutmix_alpha=0.0))
+        config.log_every_steps = 20
+        config.eval_every_steps = 200
+        config.checkpoint_every_steps = 100
+    return config

@@ -1,0 +1,255 @@
+"""The training loop: `train_and_evaluate(config, workdir)`.
+
+One jit-compiled train step with a static ToMe schedule, the whole state laid out on a
+(data, model) mesh, orbax checkpoints with the data position, resume from the latest checkpoint,
+tqdm progress, JSON-lines + TensorBoard metrics, periodic eval and a final summary.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from flax import nnx
+from tqdm import tqdm
+
+import tome_jax
+from tome_jax import data as data_lib
+from tome_jax.models.vit import VisionTransformer
+from tome_jax.train import optimizer as optimizer_lib
+from tome_jax.train import sharding as sharding_lib
+from tome_jax.train.checkpoint import Checkpointer
+from tome_jax.train.metrics import MetricWriter
+
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@flax.struct.dataclass
+class TrainState:
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any  # {} when EMA is off
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True) -> VisionTransformer:
+    """The recipe's model: `config.model_name` + `config.model` overrides + `config.tome`."""
+    kwargs = config.model.to_dict()
+    dtype = kwargs.pop("dtype", "float32")
+    if dtype not in _DTYPES:
+        raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
+    model = tome_jax.create_model(
+        config.model_name, r=_schedule(config.tome.r), prop_attn=config.tome.prop_attn,
+        dtype=_DTYPES[dtype], rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
+    if load_weights and config.init.weights:
+        tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
+    return model
+
+
+def _schedule(r):
+    """ConfigDict turns tuples into tuples and lists into lists: both are valid ToMe schedules."""
+    return list(r) if isinstance(r, list) else r
+
+
+def split_model(model: VisionTransformer):
+    """(graphdef, params, rest): rest holds the dropout RNG streams, re-seeded every step."""
+    return nnx.split(model, nnx.Param, ...)
+
+
+def eval_forward(model: VisionTransformer, r) -> tuple[Any, Any]:
+    """(graphdef, rest) of `model` in eval mode with ToMe schedule r (one compile per r)."""
+    model.eval()
+    model.r = _schedule(r)
+    graphdef, _, rest = split_model(model)
+    return graphdef, rest
+
+
+def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigDict, num_classes: int):
+    base_key = jax.random.key(config.seed)
+    mixup = config.mixup
+
+    def train_step(state: TrainState, batch: dict):
+        mix_key, drop_key = jax.random.split(jax.random.fold_in(base_key, state.step))
+        targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), config.label_smoothing)
+        images, targets = data_lib.mixup_cutmix(batch["image"], targets, mix_key, mixup.mixup_alpha,
+                                                mixup.cutmix_alpha, mixup.switch_prob)
+        mask = batch["mask"].astype(jnp.float32)
+
+        def loss_fn(params):
+            # A fresh copy of the RNG variables (merge would reuse the originals), re-seeded per step
+            # so dropout / drop-path masks depend only on (seed, step): a resumed run is identical.
+            model = nnx.merge(graphdef, params, jax.tree.map(lambda v: v, rest))
+            nnx.reseed(model, dropout=drop_key)
+            logits = model(images).astype(jnp.float32)
+            loss = (optax.softmax_cross_entropy(logits, targets) * mask).sum() / jnp.maximum(mask.sum(), 1)
+            return loss, logits
+
+        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        ema = state.ema_params
+        if config.optimizer.ema_decay > 0:
+            ema = optimizer_lib.ema_update(ema, params, config.optimizer.ema_decay)
+        correct = (logits.argmax(-1) == batch["label"]) * mask
+        metrics = {"loss": loss, "accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
+                   "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+        return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
+
+    return train_step
+
+
+def make_eval_step(graphdef, rest):
+    def eval_step(params, batch: dict) -> dict:
+        logits = nnx.merge(graphdef, params, rest)(batch["image"])
+        top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+        hits = top == batch["label"][:, None]
+        mask = batch["mask"]
+        return {"top1": (hits[:, 0] & mask).sum(), "top5": (hits.any(-1) & mask).sum(), "count": mask.sum()}
+
+    return eval_step
+
+
+def evaluate(eval_step, params, dataset, batch_sharding) -> dict:
+    """One pass over `dataset` -> {"top1": %, "top5": %, "count": n} over the unmasked examples."""
+    totals = {"top1": 0, "top5": 0, "count": 0}
+    for local in dataset:
+        out = eval_step(params, sharding_lib.global_batch(local, batch_sharding))
+        totals = {k: totals[k] + int(out[k]) for k in totals}
+    n = max(totals["count"], 1)
+    return {"top1": 100.0 * totals["top1"] / n, "top5": 100.0 * totals["top5"] / n, "count": totals["count"]}
+
+
+def _total_steps(config, num_train: int) -> tuple[int, int]:
+    steps_per_epoch = math.ceil(num_train / config.batch_size)
+    total = config.total_steps or int(round(config.total_epochs * steps_per_epoch))
+    if total <= 0:
+        raise ValueError("set config.total_steps or config.total_epochs to a positive number.")
+    warmup = config.warmup_steps or int(round(config.warmup_epochs * steps_per_epoch))
+    return total, warmup
+
+
+# ----------------------------------------------------------------------------- the loop
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+    """Train `config` in `workdir`, resuming from its latest checkpoint. Returns the summary."""
+    start_time = time.time()
+    lead = jax.process_index() == 0
+    if config.batch_size % jax.device_count():
+        raise ValueError(f"batch_size={config.batch_size} is not divisible by the {jax.device_count()} devices; "
+                         f"use a multiple of {jax.device_count()}.")
+    mesh = sharding_lib.make_mesh(config.mesh.model)
+    batch_sharding = sharding_lib.batch_sharding(mesh)
+
+    train_source = data_lib.make_source(config.data, config.data.split_train)  # fails early if missing
+    eval_source = data_lib.make_source(config.data, config.data.split_eval)
+    train_ds = data_lib.make_dataset(config.data, config.data.split_train, global_batch_size=config.batch_size,
+                                     train=True, seed=config.seed, source=train_source)
+    eval_ds = data_lib.make_dataset(config.data, config.data.split_eval, global_batch_size=config.batch_size,
+                                    train=False, seed=config.seed, source=eval_source)
+    total_steps, warmup_steps = _total_steps(config, len(train_source))
+
+    model = build_model(config)
+    num_classes = model.num_classes
+    model.train()
+    graphdef, params, rest = split_model(model)
+    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, params, depth=model.depth,
+                                                total_steps=total_steps, warmup_steps=warmup_steps)
+
+    def init_state(params):
+        ema = jax.tree.map(lambda p: p.astype(jnp.float32), params) if config.optimizer.ema_decay > 0 else {}
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema_params=ema)
+
+    abstract = jax.eval_shape(init_state, params)
+    shardings = sharding_lib.state_shardings(mesh, abstract)
+    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+    os.makedirs(workdir, exist_ok=True)
+    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    train_iter = iter(train_ds)
+    latest = ckpt.latest_step()
+    if latest is not None:
+        state = ckpt.restore(latest, abstract, train_iter)
+    else:
+        state = jax.jit(init_state, out_shardings=shardings)(params)
+    del params
+    if lead:
+        with open(os.path.join(workdir, "config.json"), "w") as f:
+            f.write(config.to_json_best_effort(indent=2))
+
+    train_step = jax.jit(make_train_step(graphdef, rest, tx, schedule, config, num_classes),
+                         in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
+                         donate_argnums=0)
+    eval_graphdef, eval_rest = eval_forward(model, config.tome.r)
+    eval_step = jax.jit(make_eval_step(eval_graphdef, eval_rest))
+    writer = MetricWriter(workdir)
+
+    step = int(state.step)
+    first_step = step
+    nonfinite = jnp.zeros((), bool)
+    eval_result, train_rate = {}, []
+    interval_start, interval_steps = time.time(), 0
+    bar = tqdm(total=total_steps, initial=step, desc="train", disable=not lead, dynamic_ncols=True)
+    while step < total_steps:
+        batch = sharding_lib.global_batch(next(train_iter), batch_sharding)
+        state, metrics = train_step(state, batch)
+        nonfinite = nonfinite | ~jnp.isfinite(metrics["loss"])
+        step += 1
+        interval_steps += 1
+        bar.update(1)
+        last = step == total_steps
+        if step % config.log_every_steps == 0 or last or step == first_step + 1:
+            if bool(nonfinite):
+                raise FloatingPointError(
+                    f"loss became NaN/inf at or before step {step}; stopped without saving. The last good "
+                    f"checkpoint (step {ckpt.latest_step()}) is kept in {workdir}. Lower optimizer.lr, set "
+                    "optimizer.clip_norm, or use model.dtype='float32'.")
+            metrics = jax.device_get(metrics)
+            elapsed = time.time() - interval_start
+            rate = interval_steps * config.batch_size / elapsed
+            if step > first_step + 1:  # the first interval includes compilation
+                train_rate.append(rate)
+            writer.write(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/images_per_sec": rate})
+            bar.set_postfix(loss=f"{metrics['loss']:.3f}", img_s=f"{rate:.0f}")
+            interval_start, interval_steps = time.time(), 0
+        if step % config.eval_every_steps == 0 or last:
+            eval_params = state.ema_params if config.optimizer.ema_decay > 0 else state.params
+            eval_result = evaluate(eval_step, eval_params, eval_ds, batch_sharding)
+            writer.write(step, {f"eval/{k}": v for k, v in eval_result.items()})
+            if lead:
+                tqdm.write(f"step {step}: eval top1 {eval_result['top1']:.2f}% top5 {eval_result['top5']:.2f}%")
+            interval_start = time.time()  # eval time is not training throughput
+        if step % config.checkpoint_every_steps == 0 or last:
+            if bool(nonfinite):
+                raise FloatingPointError(f"loss became NaN/inf before step {step}; checkpoint not written.")
+            ckpt.save(step, state, train_iter)
+            interval_start = time.time()
+    bar.close()
+    ckpt.close()
+    writer.close()
+
+    summary = {
+        "model": config.model_name, "tome_r": config.tome.r, "steps": total_steps,
+        "eval_top1": eval_result.get("top1"), "eval_top5": eval_result.get("top5"),
+        "train_images_per_sec": float(np.median(train_rate)) if train_rate else None,
+        "gflops_per_image": tome_jax.count_flops(model) / 1e9,
+        "wall_time_sec": time.time() - start_time, "devices": jax.device_count(),
+        "processes": jax.process_count(),
+    }
+    if lead:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
+        print(json.dumps(summary, indent=2))
+    return summary

@@ -1,0 +1,34 @@
+r"""Train a ViT with ToMe: python train.py --config configs/vit_b_tome.py[:args] --workdir DIR.
+
+Resumes from the latest checkpoint in --workdir. Override any field: --config.batch_size=256.
+Multi-host (TPU pods, multi-node GPU): add --distributed on every process (jax.distributed
+auto-detects TPU/SLURM/Open MPI, or pass --coordinator_address, --num_processes, --process_id).
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (configs/*.py[:args]).", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Checkpoints, metrics and the summary go here.", required=True)
+_DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() first.")
+_COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+
+
+def main(argv):
+    del argv
+    import jax
+
+    if _DISTRIBUTED.value:
+        if jax.default_backend() == "cpu" or _COORDINATOR.value:
+            jax.config.update("jax_cpu_collectives_implementation", "gloo")
+        jax.distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
+    from tome_jax.train import train_and_evaluate
+
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    app.run(main)
