@@ -33,7 +33,7 @@ class LayerScale(nnx.Module):
         self.gamma = nnx.Param(jnp.full((dim,), init_value, jnp.float32))
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        return x * self.gamma.value.astype(x.dtype)
+        return x * self.gamma[...].astype(x.dtype)
 
 
 class PatchEmbed(nnx.Module):
@@ -227,9 +227,9 @@ class VisionTransformer(nnx.Module):
         self._check_images(images)
         x = self.patch_embed(images)
         batch = x.shape[0]
-        prefix = [t.value for t in (self.cls_token, self.dist_token) if t is not None]
+        prefix = [t[...] for t in (self.cls_token, self.dist_token) if t is not None]
         prefix = [jnp.broadcast_to(t, (batch, 1, self.embed_dim)).astype(x.dtype) for t in prefix]
-        x = jnp.concatenate([*prefix, x], axis=1) + self.pos_embed.value.astype(x.dtype)
+        x = jnp.concatenate([*prefix, x], axis=1) + self.pos_embed[...].astype(x.dtype)
         x = self.pos_drop(x)
         size = source = None
         for block, r in zip(self.blocks, self.r_per_layer):

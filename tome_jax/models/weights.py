@@ -182,7 +182,7 @@ def timm_state_dict(model: VisionTransformer) -> dict[str, np.ndarray]:
     """The model's parameters as a timm state dict (timm names, torch layouts, numpy)."""
     out = {}
     for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-        value = np.asarray(param.value)
+        value = np.asarray(param[...])
         if path[-1] == "kernel":  # inverse of _to_model_layout
             value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
         out[_timm_name(path)] = np.ascontiguousarray(value)
@@ -222,12 +222,12 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
             missing.append(name)
             continue
         value = _to_model_layout(np.asarray(state_dict[name]), path)
-        if name == "pos_embed" and value.shape != param.value.shape and value.ndim == 3:
+        if name == "pos_embed" and value.shape != param.shape and value.ndim == 3:
             value = resample_pos_embed(value, grid, model.num_prefix_tokens)
             resampled.append(name)
-        if value.shape != param.value.shape:
+        if value.shape != param.shape:
             mismatched.append(f"{name}: checkpoint {np.shape(state_dict[name])} does not fit the model's "
-                              f"{tuple(param.value.shape)} (Flax layout)")
+                              f"{tuple(param.shape)} (Flax layout)")
         updates[path] = value
     model_names = {_timm_name(path) for path in flat}
     unused = sorted(k for k in state_dict if k not in model_names and not (skip and k.startswith(skip)))
@@ -240,6 +240,6 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
             f"checkpoint does not fit the model: missing keys {missing}, unused keys {unused}. "
             "Check the model name / global_pool / fc_norm, or pass strict=False to load what matches.")
     for path, value in updates.items():  # only after every check passed: no half-loaded model
-        flat[path].value = jnp.asarray(value, flat[path].value.dtype)
+        flat[path].set_value(jnp.asarray(value, flat[path].dtype))
     nnx.update(model, state)
     return {"missing": missing, "unused": unused, "resampled": resampled}
