@@ -67,6 +67,10 @@ def parse_args(argv=None):
 
 def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
     """timm's model under torch.inference_mode, or (None, why) when torch/timm are missing."""
+    # OpenMP threads that spin while waiting (the default) make torch 5-20x slower as soon as other
+    # processes compete for the cores; passive waiting costs nothing measurable on an idle machine.
+    # Only effective when torch is first imported here (the variable is read at OpenMP start-up).
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import timm
         import torch
@@ -83,7 +87,7 @@ def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
             return model(x)
 
     info = (f"torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads, "
-            f"inference_mode, {dtype}")
+            f"inference_mode, {dtype}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     return forward, info
 
 

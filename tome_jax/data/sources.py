@@ -28,219 +28,223 @@ DIGITS_SPLIT_SEED = 0
 
 
 class Source(Protocol):
-  """What the pipeline needs from a source."""
+    """What the pipeline needs from a source."""
 
-  num_classes: int
+    num_classes: int
 
-  def __len__(self) -> int: ...
+    def __len__(self) -> int: ...
 
-  def load(self, ids: np.ndarray) -> tuple[np.ndarray | list[Image.Image | None], np.ndarray]: ...
+    def load(self, ids: np.ndarray) -> tuple[np.ndarray | list[Image.Image | None], np.ndarray]: ...
 
 
 class DatasetNotFoundError(FileNotFoundError):
-  """A dataset the config names is not on disk (or not in a readable format)."""
+    """A dataset the config names is not on disk (or not in a readable format)."""
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArraySource:
-  """In-memory images. images: float32 [N, H, W, C] in [0, 1], C in {1, 3}; labels: int32 [N]."""
+    """In-memory images. images: float32 [N, H, W, C] in [0, 1], C in {1, 3}; labels: int32 [N]."""
 
-  images: np.ndarray
-  labels: np.ndarray
-  num_classes: int
+    images: np.ndarray
+    labels: np.ndarray
+    num_classes: int
 
-  def __len__(self) -> int:
-    return len(self.labels)
+    def __len__(self) -> int:
+        return len(self.labels)
 
-  def load(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """ids: int [b] -> (images float32 [b, H, W, C], labels int32 [b])."""
-    return self.images[ids], self.labels[ids]
+    def load(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """ids: int [b] -> (images float32 [b, H, W, C], labels int32 [b])."""
+        return self.images[ids], self.labels[ids]
 
 
 def load_digits(split: str) -> ArraySource:
-  """sklearn's 8x8 handwritten digits (1797 images, 10 classes; shipped inside scikit-learn).
+    """sklearn's 8x8 handwritten digits (1797 images, 10 classes; shipped inside scikit-learn).
 
-  Deterministic stratified split: per class, a permutation drawn with seed `DIGITS_SPLIT_SEED`
-  puts round(20%) of the class in "test" and the rest in "train" (1438 train / 359 test).
-  Returns images float32 [N, 8, 8, 1] in [0, 1] (ink density / 16); the pipeline resizes them.
-  """
-  if split not in DIGITS_SPLITS:
-    raise ValueError(f"digits has splits {DIGITS_SPLITS}, got {split!r}.")
-  from sklearn import datasets  # pylint: disable=g-import-not-at-top  # 1 s import, only when used.
+    Deterministic stratified split: per class, a permutation drawn with seed `DIGITS_SPLIT_SEED`
+    puts round(20%) of the class in "test" and the rest in "train" (1438 train / 359 test).
+    Returns images float32 [N, 8, 8, 1] in [0, 1] (ink density / 16); the pipeline resizes them.
+    """
+    if split not in DIGITS_SPLITS:
+        raise ValueError(f"digits has splits {DIGITS_SPLITS}, got {split!r}.")
+    from sklearn import datasets  # pylint: disable=g-import-not-at-top  # 1 s import, only when used.
 
-  digits = datasets.load_digits()
-  labels = digits.target.astype(np.int32)
-  rng = np.random.default_rng(DIGITS_SPLIT_SEED)
-  is_test = np.zeros(len(labels), bool)
-  for c in range(10):
-    members = rng.permutation(np.flatnonzero(labels == c))
-    is_test[members[: round(DIGITS_TEST_FRACTION * len(members))]] = True
-  keep = is_test if split == "test" else ~is_test
-  images = (digits.images[keep] / 16.0).astype(np.float32)[..., None]
-  return ArraySource(images=images, labels=labels[keep], num_classes=10)
+    digits = datasets.load_digits()
+    labels = digits.target.astype(np.int32)
+    rng = np.random.default_rng(DIGITS_SPLIT_SEED)
+    is_test = np.zeros(len(labels), bool)
+    for c in range(10):
+        members = rng.permutation(np.flatnonzero(labels == c))
+        is_test[members[: round(DIGITS_TEST_FRACTION * len(members))]] = True
+    keep = is_test if split == "test" else ~is_test
+    images = (digits.images[keep] / 16.0).astype(np.float32)[..., None]
+    return ArraySource(images=images, labels=labels[keep], num_classes=10)
 
 
 class ImageFolderSource:
-  """`root/<class_name>/<image file>`; classes sorted alphabetically -> label 0, 1, ...
+    """`root/<class_name>/<image file>`; classes sorted alphabetically -> label 0, 1, ...
 
-  Unreadable files are handled in two places. At index time (`verify=True`, the default) each file
-  is opened and `PIL.Image.verify()`-ed (reads the file, no full decode); failures are skipped,
-  counted in `num_skipped` / `skipped` and reported with one warning. At load time a file that still
-  fails to decode (e.g. a truncated JPEG passes verify, or `verify=False` for a huge folder) is
-  logged and returned as None, so the pipeline masks it out instead of crashing.
-  """
+    Unreadable files are handled in two places. At index time (`verify=True`, the default) each file
+    is opened and `PIL.Image.verify()`-ed (reads the file, no full decode); failures are skipped,
+    counted in `num_skipped` / `skipped` and reported with one warning. At load time a file that still
+    fails to decode (e.g. a truncated JPEG passes verify, or `verify=False` for a huge folder) is
+    logged and returned as None, so the pipeline masks it out instead of crashing.
+    """
 
-  def __init__(self, root: str, *, verify: bool = True):
-    if not os.path.isdir(root):
-      raise DatasetNotFoundError(
-          f"Image folder {root!r} does not exist. Expected layout: <data_dir>/<split>/<class_name>/"
-          "<image>.jpg (set data.data_dir and data.split_train/split_eval), or use the ':runlocal' "
-          "config variant, which trains on the embedded digits data."
-      )
-    self.root = root
-    self.classes = tuple(sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith(".")))
-    paths, labels, skipped = [], [], []
-    for label, name in enumerate(self.classes):
-      class_dir = os.path.join(root, name)
-      for file in sorted(os.listdir(class_dir)):
-        path = os.path.join(class_dir, file)
-        if not file.lower().endswith(IMAGE_EXTENSIONS):
-          continue
-        if verify and not _is_readable(path):
-          skipped.append(path)
-          continue
-        paths.append(path)
-        labels.append(label)
-    if not paths:
-      raise DatasetNotFoundError(f"No readable images under {root!r} (classes found: {self.classes}).")
-    self.paths = tuple(paths)
-    self.labels = np.asarray(labels, np.int32)
-    self.skipped = tuple(skipped)
-    self.num_classes = len(self.classes)
-    if skipped:
-      warnings.warn(
-          f"ImageFolderSource({root!r}): skipped {len(skipped)} unreadable image file(s), "
-          f"e.g. {skipped[:3]}.",
-          stacklevel=2,
-      )
+    def __init__(self, root: str, *, verify: bool = True):
+        if not os.path.isdir(root):
+            raise DatasetNotFoundError(
+                f"Image folder {root!r} does not exist. Expected layout: <data_dir>/<split>/<class_name>/"
+                "<image>.jpg (set data.data_dir and data.split_train/split_eval), or use the ':runlocal' "
+                "config variant, which trains on the embedded digits data."
+            )
+        self.root = root
+        self.classes = tuple(
+            sorted(e.name for e in os.scandir(root) if e.is_dir() and not e.name.startswith("."))
+        )
+        paths, labels, skipped = [], [], []
+        for label, name in enumerate(self.classes):
+            class_dir = os.path.join(root, name)
+            for file in sorted(os.listdir(class_dir)):
+                path = os.path.join(class_dir, file)
+                if not file.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                if verify and not _is_readable(path):
+                    skipped.append(path)
+                    continue
+                paths.append(path)
+                labels.append(label)
+        if not paths:
+            raise DatasetNotFoundError(f"No readable images under {root!r} (classes found: {self.classes}).")
+        self.paths = tuple(paths)
+        self.labels = np.asarray(labels, np.int32)
+        self.skipped = tuple(skipped)
+        self.num_classes = len(self.classes)
+        if skipped:
+            warnings.warn(
+                f"ImageFolderSource({root!r}): skipped {len(skipped)} unreadable image file(s), "
+                f"e.g. {skipped[:3]}.",
+                stacklevel=2,
+            )
 
-  @property
-  def num_skipped(self) -> int:
-    return len(self.skipped)
+    @property
+    def num_skipped(self) -> int:
+        return len(self.skipped)
 
-  def __len__(self) -> int:
-    return len(self.paths)
+    def __len__(self) -> int:
+        return len(self.paths)
 
-  def load(self, ids: np.ndarray) -> tuple[list[Image.Image | None], np.ndarray]:
-    """ids: int [b] -> (b RGB PIL images, None where decoding failed; labels int32 [b])."""
-    return [self._decode(self.paths[i]) for i in ids], self.labels[ids]
+    def load(self, ids: np.ndarray) -> tuple[list[Image.Image | None], np.ndarray]:
+        """ids: int [b] -> (b RGB PIL images, None where decoding failed; labels int32 [b])."""
+        return [self._decode(self.paths[i]) for i in ids], self.labels[ids]
 
-  @staticmethod
-  def _decode(path: str) -> Image.Image | None:
-    try:
-      with Image.open(path) as img:
-        return img.convert("RGB")
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-      logging.warning("Could not decode %s (%s); masking it out of its batch.", path, e)
-      return None
+    @staticmethod
+    def _decode(path: str) -> Image.Image | None:
+        try:
+            with Image.open(path) as img:
+                return img.convert("RGB")
+        except (OSError, ValueError, Image.DecompressionBombError) as e:
+            logging.warning("Could not decode %s (%s); masking it out of its batch.", path, e)
+            return None
 
 
 def _is_readable(path: str) -> bool:
-  try:
-    with Image.open(path) as img:
-      img.verify()
-    return True
-  except Exception:  # pylint: disable=broad-except  # PIL raises many types for corrupt files.
-    return False
+    try:
+        with Image.open(path) as img:
+            img.verify()
+        return True
+    except Exception:  # pylint: disable=broad-except  # PIL raises many types for corrupt files.
+        return False
 
 
 class TfdsSource:
-  """A TFDS dataset prepared in ArrayRecord format, read with `tfds.data_source` (no TensorFlow).
+    """A TFDS dataset prepared in ArrayRecord format, read with `tfds.data_source` (no TensorFlow).
 
-  TFDS decodes image features to uint8 numpy [H, W, C] (with PIL or OpenCV); grayscale images are
-  converted to RGB here.
-  """
+    TFDS decodes image features to uint8 numpy [H, W, C] (with PIL or OpenCV); grayscale images are
+    converted to RGB here.
+    """
 
-  def __init__(self, name: str, split: str, *, data_dir: str | None, image_key: str, label_key: str):
-    import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # only when used.
+    def __init__(self, name: str, split: str, *, data_dir: str | None, image_key: str, label_key: str):
+        import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top  # only when used.
 
-    self.name, self.split = name, split
-    self.image_key, self.label_key = image_key, label_key
-    try:
-      builder = tfds.builder(name, data_dir=data_dir)
-    except tfds.core.registered.DatasetNotFoundError as e:
-      raise DatasetNotFoundError(_tfds_missing_message(name, _root(data_dir), None)) from e
-    if not builder.is_prepared():
-      raise DatasetNotFoundError(_tfds_missing_message(name, str(builder.data_dir_root), builder))
-    try:
-      self._ds = builder.as_data_source(split=split)
-    except NotImplementedError as e:  # Prepared, but as TFRecord: no random access.
-      raise DatasetNotFoundError(
-          f"TFDS dataset {name!r} in {builder.data_dir} is stored as TFRecord, which has no random "
-          "access. Re-prepare it in ArrayRecord format:\n"
-          f"  tfds build {name} --data_dir={builder.data_dir_root} --file_format=array_record\n"
-          "or use the ':runlocal' config variant, which trains on the embedded digits data."
-      ) from e
-    features = builder.info.features
-    self.num_classes = int(features[label_key].num_classes)
+        self.name, self.split = name, split
+        self.image_key, self.label_key = image_key, label_key
+        try:
+            builder = tfds.builder(name, data_dir=data_dir)
+        except tfds.core.registered.DatasetNotFoundError as e:
+            raise DatasetNotFoundError(_tfds_missing_message(name, _root(data_dir), None)) from e
+        if not builder.is_prepared():
+            raise DatasetNotFoundError(_tfds_missing_message(name, str(builder.data_dir_root), builder))
+        try:
+            self._ds = builder.as_data_source(split=split)
+        except NotImplementedError as e:  # Prepared, but as TFRecord: no random access.
+            raise DatasetNotFoundError(
+                f"TFDS dataset {name!r} in {builder.data_dir} is stored as TFRecord, which has no random "
+                "access. Re-prepare it in ArrayRecord format:\n"
+                f"  tfds build {name} --data_dir={builder.data_dir_root} --file_format=array_record\n"
+                "or use the ':runlocal' config variant, which trains on the embedded digits data."
+            ) from e
+        features = builder.info.features
+        self.num_classes = int(features[label_key].num_classes)
 
-  def __len__(self) -> int:
-    return len(self._ds)
+    def __len__(self) -> int:
+        return len(self._ds)
 
-  def load(self, ids: np.ndarray) -> tuple[list[Image.Image], np.ndarray]:
-    """ids: int [b] -> (b RGB PIL images, labels int32 [b])."""
-    examples = self._ds.__getitems__([int(i) for i in ids])
-    images = [_to_pil_rgb(ex[self.image_key]) for ex in examples]
-    labels = np.asarray([ex[self.label_key] for ex in examples], np.int32)
-    return images, labels
+    def load(self, ids: np.ndarray) -> tuple[list[Image.Image], np.ndarray]:
+        """ids: int [b] -> (b RGB PIL images, labels int32 [b])."""
+        examples = self._ds.__getitems__([int(i) for i in ids])
+        images = [_to_pil_rgb(ex[self.image_key]) for ex in examples]
+        labels = np.asarray([ex[self.label_key] for ex in examples], np.int32)
+        return images, labels
 
 
 def _to_pil_rgb(image: np.ndarray) -> Image.Image:
-  if image.ndim == 3 and image.shape[-1] == 1:
-    image = image[..., 0]
-  return Image.fromarray(image).convert("RGB")
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    return Image.fromarray(image).convert("RGB")
 
 
 def _root(data_dir: str | None) -> str:
-  return data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
+    return data_dir or os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets")
 
 
 def _tfds_missing_message(name: str, root: str, builder) -> str:
-  runlocal = (
-      "Or run the same recipe on the embedded digits data with the ':runlocal' config variant, e.g. "
-      "`--config configs/<recipe>.py:runlocal`."
-  )
-  if builder is None:
-    return (
-        f"TFDS has no dataset registered as {name!r} and none is prepared under data_dir={root}: "
-        f"check data.name and data.data_dir.\n{runlocal}"
+    runlocal = (
+        "Or run the same recipe on the embedded digits data with the ':runlocal' config variant, e.g. "
+        "`--config configs/<recipe>.py:runlocal`."
     )
-  lines = [
-      f"TFDS dataset {name!r} is not prepared in data_dir={root} (looked in {builder.data_dir}).",
-      "Prepare it once in ArrayRecord format (reading it afterwards needs no TensorFlow; preparing "
-      "some datasets does, `pip install tensorflow`):",
-      f"  tfds build {name} --data_dir={root} --file_format=array_record",
-  ]
-  manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
-  if manual:
-    manual_dir = os.path.join(root, "downloads", "manual")
-    lines.append(f"{name} needs a manual download into {manual_dir} first:\n  " + " ".join(manual.split()))
-  lines.append(runlocal)
-  return "\n".join(lines)
+    if builder is None:
+        return (
+            f"TFDS has no dataset registered as {name!r} and none is prepared under data_dir={root}: "
+            f"check data.name and data.data_dir.\n{runlocal}"
+        )
+    lines = [
+        f"TFDS dataset {name!r} is not prepared in data_dir={root} (looked in {builder.data_dir}).",
+        "Prepare it once in ArrayRecord format (reading it afterwards needs no TensorFlow; preparing "
+        "some datasets does, `pip install tensorflow`):",
+        f"  tfds build {name} --data_dir={root} --file_format=array_record",
+    ]
+    manual = getattr(builder, "MANUAL_DOWNLOAD_INSTRUCTIONS", None)
+    if manual:
+        manual_dir = os.path.join(root, "downloads", "manual")
+        lines.append(
+            f"{name} needs a manual download into {manual_dir} first:\n  " + " ".join(manual.split())
+        )
+    lines.append(runlocal)
+    return "\n".join(lines)
 
 
 def make_source(cfg: DataConfig | Mapping[str, Any] | None, split: str) -> Source:
-  """The source named by `cfg.name` for `split` (digits | imagefolder | any TFDS name).
+    """The source named by `cfg.name` for `split` (digits | imagefolder | any TFDS name).
 
-  imagefolder reads `os.path.join(cfg.data_dir, split)`; split "" reads `cfg.data_dir` itself.
-  """
-  cfg = resolve_config(cfg)
-  if cfg.name == "digits":
-    return load_digits(split)
-  if cfg.name == "imagefolder":
-    if not cfg.data_dir:
-      raise ValueError("data.name='imagefolder' needs data.data_dir (the folder holding the splits).")
-    return ImageFolderSource(os.path.join(cfg.data_dir, split), verify=cfg.verify_images)
-  return TfdsSource(
-      cfg.name, split, data_dir=cfg.data_dir or None, image_key=cfg.image_key, label_key=cfg.label_key
-  )
+    imagefolder reads `os.path.join(cfg.data_dir, split)`; split "" reads `cfg.data_dir` itself.
+    """
+    cfg = resolve_config(cfg)
+    if cfg.name == "digits":
+        return load_digits(split)
+    if cfg.name == "imagefolder":
+        if not cfg.data_dir:
+            raise ValueError("data.name='imagefolder' needs data.data_dir (the folder holding the splits).")
+        return ImageFolderSource(os.path.join(cfg.data_dir, split), verify=cfg.verify_images)
+    return TfdsSource(
+        cfg.name, split, data_dir=cfg.data_dir or None, image_key=cfg.image_key, label_key=cfg.label_key
+    )

@@ -19,105 +19,111 @@ _RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
-  """SplitMix64 finalizer on uint64 arrays (wrapping arithmetic)."""
-  with np.errstate(over="ignore"):
-    z = x + _GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _MUL1
-    z = (z ^ (z >> np.uint64(27))) * _MUL2
-    return z ^ (z >> np.uint64(31))
+    """SplitMix64 finalizer on uint64 arrays (wrapping arithmetic)."""
+    with np.errstate(over="ignore"):
+        z = x + _GOLDEN
+        z = (z ^ (z >> np.uint64(30))) * _MUL1
+        z = (z ^ (z >> np.uint64(27))) * _MUL2
+        return z ^ (z >> np.uint64(31))
 
 
 def uniforms(seed: int, epoch: np.ndarray, ids: np.ndarray, n: int) -> np.ndarray:
-  """Independent U[0, 1) draws per example. epoch, ids: int [b] -> float64 [b, n]."""
-  seed_key = _splitmix64(np.asarray([seed], np.uint64))
-  key = _splitmix64(_splitmix64(seed_key ^ np.asarray(epoch, np.uint64).reshape(-1)) ^ np.asarray(ids, np.uint64).reshape(-1))
-  bits = _splitmix64(key[:, None] ^ (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN))
-  return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
+    """Independent U[0, 1) draws per example. epoch, ids: int [b] -> float64 [b, n]."""
+    seed_key = _splitmix64(np.asarray([seed], np.uint64))
+    key = _splitmix64(
+        _splitmix64(seed_key ^ np.asarray(epoch, np.uint64).reshape(-1))
+        ^ np.asarray(ids, np.uint64).reshape(-1)
+    )
+    bits = _splitmix64(key[:, None] ^ (np.arange(1, n + 1, dtype=np.uint64) * _GOLDEN))
+    return (bits >> np.uint64(11)).astype(np.float64) * 2.0**-53
 
 
 def random_resized_crop_boxes(
-    u: np.ndarray, height: np.ndarray, width: np.ndarray,
-    scale: Sequence[float], ratio: Sequence[float],
+    u: np.ndarray,
+    height: np.ndarray,
+    width: np.ndarray,
+    scale: Sequence[float],
+    ratio: Sequence[float],
 ) -> np.ndarray:
-  """Inception-style random crops. u: [b, 4] uniforms; height, width: [b] -> boxes [b, 4].
+    """Inception-style random crops. u: [b, 4] uniforms; height, width: [b] -> boxes [b, 4].
 
-  Area fraction ~ U(scale), log aspect ratio (w / h) ~ U(log ratio), position uniform. Unlike timm's
-  10-try rejection loop, a side longer than the image is clipped to it (vectorized, always valid).
-  """
-  height, width = np.asarray(height, np.float64), np.asarray(width, np.float64)
-  area = height * width * (scale[0] + u[:, 0] * (scale[1] - scale[0]))
-  log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
-  aspect = np.exp(log_lo + u[:, 1] * (log_hi - log_lo))
-  w = np.minimum(np.sqrt(area * aspect), width)
-  h = np.minimum(np.sqrt(area / aspect), height)
-  x0 = u[:, 2] * (width - w)
-  y0 = u[:, 3] * (height - h)
-  return np.stack([y0, x0, y0 + h, x0 + w], axis=-1)
+    Area fraction ~ U(scale), log aspect ratio (w / h) ~ U(log ratio), position uniform. Unlike timm's
+    10-try rejection loop, a side longer than the image is clipped to it (vectorized, always valid).
+    """
+    height, width = np.asarray(height, np.float64), np.asarray(width, np.float64)
+    area = height * width * (scale[0] + u[:, 0] * (scale[1] - scale[0]))
+    log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
+    aspect = np.exp(log_lo + u[:, 1] * (log_hi - log_lo))
+    w = np.minimum(np.sqrt(area * aspect), width)
+    h = np.minimum(np.sqrt(area / aspect), height)
+    x0 = u[:, 2] * (width - w)
+    y0 = u[:, 3] * (height - h)
+    return np.stack([y0, x0, y0 + h, x0 + w], axis=-1)
 
 
 def center_crop_boxes(height: np.ndarray, width: np.ndarray, crop_pct: float) -> np.ndarray:
-  """Square center crops, side = crop_pct * shorter side. height, width: [b] -> boxes [b, 4].
+    """Square center crops, side = crop_pct * shorter side. height, width: [b] -> boxes [b, 4].
 
-  Resizing this box to S x S equals timm's eval transform (resize the shorter side to S / crop_pct,
-  then center-crop S x S) in a single resampling step.
-  """
-  height, width = np.asarray(height, np.float64), np.asarray(width, np.float64)
-  side = crop_pct * np.minimum(height, width)
-  y0, x0 = (height - side) / 2, (width - side) / 2
-  return np.stack([y0, x0, y0 + side, x0 + side], axis=-1)
+    Resizing this box to S x S equals timm's eval transform (resize the shorter side to S / crop_pct,
+    then center-crop S x S) in a single resampling step.
+    """
+    height, width = np.asarray(height, np.float64), np.asarray(width, np.float64)
+    side = crop_pct * np.minimum(height, width)
+    y0, x0 = (height - side) / 2, (width - side) / 2
+    return np.stack([y0, x0, y0 + side, x0 + side], axis=-1)
 
 
 def resize_weights(start: np.ndarray, stop: np.ndarray, in_size: int, out_size: int) -> np.ndarray:
-  """Triangle-filter resampling matrices, PIL "bilinear" semantics. start, stop: [b] -> [b, out, in].
+    """Triangle-filter resampling matrices, PIL "bilinear" semantics. start, stop: [b] -> [b, out, in].
 
-  The filter widens by the scale factor when downsampling (antialiasing); rows are renormalized so
-  edges behave like clamping. Row s holds the weights of the input pixels for output pixel s.
-  """
-  scale = (stop - start) / out_size  # Input pixels per output pixel, [b].
-  support = np.maximum(scale, 1.0)
-  centers = start[:, None] + (np.arange(out_size) + 0.5) * scale[:, None]  # [b, out]
-  dist = np.abs((np.arange(in_size) + 0.5)[None, None, :] - centers[..., None])  # [b, out, in]
-  w = np.maximum(0.0, 1.0 - dist / support[:, None, None])
-  return (w / np.maximum(w.sum(-1, keepdims=True), 1e-12)).astype(np.float32)
+    The filter widens by the scale factor when downsampling (antialiasing); rows are renormalized so
+    edges behave like clamping. Row s holds the weights of the input pixels for output pixel s.
+    """
+    scale = (stop - start) / out_size  # Input pixels per output pixel, [b].
+    support = np.maximum(scale, 1.0)
+    centers = start[:, None] + (np.arange(out_size) + 0.5) * scale[:, None]  # [b, out]
+    dist = np.abs((np.arange(in_size) + 0.5)[None, None, :] - centers[..., None])  # [b, out, in]
+    w = np.maximum(0.0, 1.0 - dist / support[:, None, None])
+    return (w / np.maximum(w.sum(-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def crop_resize(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-  """Crop each box and resize it to size x size. images: [b, H, W, C], boxes: [b, 4] -> float32 [b, S, S, C]."""
-  b, height, width, channels = images.shape
-  wy = resize_weights(boxes[:, 0], boxes[:, 2], height, size)  # [b, S, H]
-  wx = resize_weights(boxes[:, 1], boxes[:, 3], width, size)  # [b, S, W]
-  rows = np.matmul(wy, images.astype(np.float32, copy=False).reshape(b, height, width * channels))
-  return np.matmul(wx[:, None], rows.reshape(b, size, width, channels))  # [b, 1, S, W] @ [b, S, W, C]
+    """Crop each box and resize it to size x size. images: [b, H, W, C], boxes: [b, 4] -> float32 [b, S, S, C]."""
+    b, height, width, channels = images.shape
+    wy = resize_weights(boxes[:, 0], boxes[:, 2], height, size)  # [b, S, H]
+    wx = resize_weights(boxes[:, 1], boxes[:, 3], width, size)  # [b, S, W]
+    rows = np.matmul(wy, images.astype(np.float32, copy=False).reshape(b, height, width * channels))
+    return np.matmul(wx[:, None], rows.reshape(b, size, width, channels))  # [b, 1, S, W] @ [b, S, W, C]
 
 
 def crop_resize_pil(
     images: Sequence[Image.Image | None], boxes: np.ndarray, size: int, interpolation: str
 ) -> np.ndarray:
-  """Per-image PIL crop + resize (antialiased). images: b RGB images (None -> zeros) -> float32 [b, S, S, 3] in [0, 1]."""
-  out = np.zeros((len(images), size, size, 3), np.float32)
-  for k, (img, box) in enumerate(zip(images, boxes)):
-    if img is not None:
-      width, height = img.size
-      y0, y1 = (float(v) for v in np.clip(box[0::2], 0.0, height))
-      x0, x1 = (float(v) for v in np.clip(box[1::2], 0.0, width))
-      resized = img.resize((size, size), _RESAMPLE[interpolation], box=(x0, y0, x1, y1))
-      out[k] = np.asarray(resized, np.float32) * (1.0 / 255.0)
-  return out
+    """Per-image PIL crop + resize (antialiased). images: b RGB images (None -> zeros) -> float32 [b, S, S, 3] in [0, 1]."""
+    out = np.zeros((len(images), size, size, 3), np.float32)
+    for k, (img, box) in enumerate(zip(images, boxes)):
+        if img is not None:
+            width, height = img.size
+            y0, y1 = (float(v) for v in np.clip(box[0::2], 0.0, height))
+            x0, x1 = (float(v) for v in np.clip(box[1::2], 0.0, width))
+            resized = img.resize((size, size), _RESAMPLE[interpolation], box=(x0, y0, x1, y1))
+            out[k] = np.asarray(resized, np.float32) * (1.0 / 255.0)
+    return out
 
 
 def hflip(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
-  """Mirror images[k] left-right where flip[k]. images: [b, H, W, C], flip: bool [b]."""
-  return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
+    """Mirror images[k] left-right where flip[k]. images: [b, H, W, C], flip: bool [b]."""
+    return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
 
 
 def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-  """(x - mean) / std per channel. images: [b, H, W, 1 or 3] in [0, 1] -> float32 [b, H, W, 3].
+    """(x - mean) / std per channel. images: [b, H, W, 1 or 3] in [0, 1] -> float32 [b, H, W, 3].
 
-  A single (gray) channel is used for all three outputs: grayscale -> RGB for free. One pass per
-  channel: NumPy broadcasting over a trailing axis of 3 is ~10x slower.
-  """
-  out = np.empty(images.shape[:-1] + (3,), np.float32)
-  for c in range(3):
-    source = images[..., c if images.shape[-1] == 3 else 0]
-    np.multiply(source - np.float32(mean[c]), np.float32(1.0 / std[c]), out=out[..., c])
-  return out
+    A single (gray) channel is used for all three outputs: grayscale -> RGB for free. One pass per
+    channel: NumPy broadcasting over a trailing axis of 3 is ~10x slower.
+    """
+    out = np.empty(images.shape[:-1] + (3,), np.float32)
+    for c in range(3):
+        source = images[..., c if images.shape[-1] == 3 else 0]
+        np.multiply(source - np.float32(mean[c]), np.float32(1.0 / std[c]), out=out[..., c])
+    return out

@@ -104,7 +104,7 @@ def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigD
             ema = optimizer_lib.ema_update(ema, params, config.optimizer.ema_decay)
         correct = (logits.argmax(-1) == batch["label"]) * mask
         metrics = {"loss": loss, "accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
-                   "grad_norm": optax.global_norm(grads), "lr": schedule(state.step)}
+                   "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
     return train_step

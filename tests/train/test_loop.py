@@ -1,0 +1,173 @@
+"""The training framework end to end on the embedded digits: resume, multi-device, multi-host, errors."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from configs.vit_b_tome import get_config
+from tome_jax.train import train_and_evaluate
+from tome_jax.train.checkpoint import CheckpointMismatchError
+from tome_jax.train.metrics import read_metrics
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# A very small ViT: 16x16 digits, 4x4 patches (16 tokens + class token), ToMe r=2.
+TINY = ["--config.model.patch_size=4", "--config.model.embed_dim=32", "--config.model.depth=2",
+        "--config.model.num_heads=2", "--config.tome.r=2", "--config.batch_size=16",
+        "--config.eval_every_steps=1000", "--config.log_every_steps=1"]
+
+
+def tiny_config(**overrides):
+    config = get_config("runlocal")
+    config.model.update(dict(patch_size=4, embed_dim=32, depth=2, num_heads=2))
+    config.tome.r = 2
+    config.batch_size = 16
+    config.total_steps = 8
+    config.warmup_steps = 2
+    config.log_every_steps = 1
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 4
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def run_train(workdir, *extra, env=None, wait=True):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/vit_b_tome.py:runlocal"),
+           "--workdir", str(workdir), *TINY, *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, **(env or {})},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return proc
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def final_params(workdir):
+    manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"),
+                                    item_handlers={"state": ocp.StandardCheckpointHandler()})
+    state = manager.restore(manager.latest_step(), args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    return manager.latest_step(), state["state"]["params"]
+
+
+def losses(workdir):
+    by_step = {m["step"]: m["train/loss"] for m in read_metrics(workdir) if "train/loss" in m}
+    return np.array([by_step[s] for s in sorted(by_step)])
+
+
+# ----------------------------------------------------------------------------- in-process
+
+
+def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(tmp_path):
+    summary = train_and_evaluate(tiny_config(), str(tmp_path))
+    assert summary["steps"] == 8 and 0 <= summary["eval_top1"] <= 100
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
+    assert json.load(open(tmp_path / "summary.json"))["steps"] == 8
+    assert json.load(open(tmp_path / "config.json"))["tome"]["r"] == 2
+    assert len(losses(tmp_path)) == 8 and np.isfinite(losses(tmp_path)).all()
+    assert any(f.startswith("events") for f in os.listdir(tmp_path / "tensorboard"))
+    # Running again finds the finished run and does no more steps.
+    again = train_and_evaluate(tiny_config(), str(tmp_path))
+    assert again["steps"] == 8 and sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=4), str(tmp_path))
+    with pytest.raises(FloatingPointError, match="NaN/inf.*last good checkpoint \\(step 4\\)"):
+        train_and_evaluate(tiny_config(**{"total_steps": 12, "optimizer.lr": 1e30, "warmup_steps": 1}),
+                           str(tmp_path))
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
+
+
+def test_checkpoint_of_another_model_is_refused_before_any_compute(tmp_path):
+    train_and_evaluate(tiny_config(total_steps=4), str(tmp_path))
+    before = sorted(os.listdir(tmp_path / "checkpoints")), os.path.getsize(tmp_path / "metrics.jsonl")
+    with pytest.raises(CheckpointMismatchError, match="different model"):
+        train_and_evaluate(tiny_config(**{"model.embed_dim": 64}), str(tmp_path))
+    assert (sorted(os.listdir(tmp_path / "checkpoints")), os.path.getsize(tmp_path / "metrics.jsonl")) == before
+
+
+def test_missing_dataset_fails_at_start_with_instructions(tmp_path):
+    config = tiny_config(**{"data.name": "imagenet2012", "data.data_dir": str(tmp_path / "tfds")})
+    with pytest.raises(FileNotFoundError, match="runlocal"):
+        train_and_evaluate(config, str(tmp_path / "work"))
+    assert not os.path.exists(tmp_path / "work" / "checkpoints")
+
+
+# ----------------------------------------------------------------------------- processes
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path):
+    steps = ["--config.total_steps=60", "--config.checkpoint_every_steps=10"]
+    run_train(tmp_path / "straight", *steps)
+    proc = run_train(tmp_path / "killed", *steps, wait=False)
+    deadline = time.time() + 240
+    while not os.path.isdir(tmp_path / "killed" / "checkpoints" / "10"):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.isdir(tmp_path / "killed" / "checkpoints" / "60")
+    out = run_train(tmp_path / "killed", *steps)
+    step_a, params_a = final_params(tmp_path / "straight")
+    step_b, params_b = final_params(tmp_path / "killed")
+    assert step_a == step_b == 60
+    import jax
+
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_array_equal(a, b)
+    assert "train" in out
+
+
+def test_four_devices_match_one_device(tmp_path):
+    steps = ["--config.total_steps=6", "--config.checkpoint_every_steps=100"]
+    run_train(tmp_path / "one", *steps)
+    run_train(tmp_path / "four", *steps, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+    assert json.load(open(tmp_path / "four" / "summary.json"))["devices"] == 4
+    np.testing.assert_allclose(losses(tmp_path / "four"), losses(tmp_path / "one"), rtol=1e-4)
+
+
+def test_bad_batch_size_for_devices_is_a_clear_error(tmp_path):
+    proc = run_train(tmp_path, "--config.batch_size=6", env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"},
+                     wait=False)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode != 0 and "not divisible by the 4 devices" in out
+
+
+def test_unknown_field_and_wrong_type_are_rejected(tmp_path):
+    for flag, message in (("--config.no_such_field=1", "no_such_field"), ("--config.batch_size=abc", "batch_size")):
+        proc = run_train(tmp_path, flag, wait=False)
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode != 0 and message in out
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_jax_distributed(tmp_path):
+    """Two local processes (gloo CPU collectives) split the global batch; the loss curve equals one process's."""
+    steps = ["--config.total_steps=4", "--config.checkpoint_every_steps=100"]
+    run_train(tmp_path / "single", *steps)
+    port = _free_port()
+    procs = [run_train(tmp_path / "multi", *steps, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+                       "--num_processes=2", f"--process_id={i}", wait=False) for i in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
+    summary = json.load(open(tmp_path / "multi" / "summary.json"))
+    assert summary["processes"] == 2 and summary["devices"] == 2
+    np.testing.assert_allclose(losses(tmp_path / "multi"), losses(tmp_path / "single"), rtol=1e-4)
