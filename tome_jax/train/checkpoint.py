@@ -13,20 +13,30 @@ import os
 import grain
 import jax
 import orbax.checkpoint as ocp
+from flax import nnx
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint in the workdir was written for a different model or optimizer."""
 
 
-def _shapes_by_path(tree) -> dict[str, tuple]:
-    """{"params/blocks/0/attn/qkv/kernel/value": shape}: the same string for a live tree and for
-    orbax's metadata of it (which turns list indices, attributes and dict keys all into keys)."""
+def _leaves_by_path(tree) -> dict:
+    """{"blocks/0/attn/qkv/kernel": leaf}: the same string for a live tree (nnx Variables count as
+    leaves) and for orbax's restored dicts or metadata (which turn list indices, attributes and
+    dict keys all into keys, and store a Variable's array under "value")."""
     def name(key):
         return str(getattr(key, "key", getattr(key, "idx", getattr(key, "name", key))))
 
-    return {"/".join(name(k) for k in path): tuple(leaf.shape)
-            for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0] if hasattr(leaf, "shape")}
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=lambda x: isinstance(x, nnx.Variable))[0]
+    out = {}
+    for path, leaf in flat:
+        names = [name(k) for k in path]
+        out["/".join(names[:-1] if names[-1] == "value" else names)] = leaf
+    return out
+
+
+def _shapes_by_path(tree) -> dict[str, tuple]:
+    return {path: tuple(leaf.shape) for path, leaf in _leaves_by_path(tree).items() if hasattr(leaf, "shape")}
 
 
 class Checkpointer:
@@ -49,8 +59,10 @@ class Checkpointer:
 
     def check_compatible(self, step: int, abstract_state) -> None:
         """Compare the saved tree's paths and shapes with ours before touching any array."""
-        saved = _shapes_by_path(self.manager.item_metadata(step)["state"])
-        ours = _shapes_by_path(abstract_state)
+        self._compare(step, _shapes_by_path(self.manager.item_metadata(step)["state"]),
+                      _shapes_by_path(abstract_state))
+
+    def _compare(self, step: int, saved: dict, ours: dict) -> None:
         problems = [f"{k}: saved {saved.get(k, 'absent')} vs now {ours.get(k, 'absent')}"
                     for k in sorted(set(saved) | set(ours)) if saved.get(k) != ours.get(k)]
         if problems:
@@ -66,6 +78,21 @@ class Checkpointer:
             state=ocp.args.StandardRestore(abstract_state),
             data=grain.checkpoint.CheckpointRestore(data_iterator)))
         return restored["state"]
+
+    def restore_params(self, step: int, params, *, ema: bool = False):
+        """Only the (EMA) parameters, into `params` (an nnx.State of the model's Params), e.g. for
+        evaluation without building the optimizer."""
+        self.check_compatible_params(step, params, ema)
+        saved = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+        saved = _leaves_by_path(saved["state"]["ema_params" if ema else "params"])
+        for path, leaf in _leaves_by_path(params).items():
+            leaf.set_value(jax.numpy.asarray(saved[path], leaf.dtype))
+        return params
+
+    def check_compatible_params(self, step: int, params, ema: bool) -> None:
+        key = "ema_params" if ema else "params"
+        saved = self.manager.item_metadata(step)["state"][key]
+        self._compare(step, _shapes_by_path(saved), _shapes_by_path(params))
 
     def close(self) -> None:
         self.manager.close()

@@ -1,0 +1,48 @@
+"""Optimizer pieces and recipe arguments."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs.vit_b_tome import get_config
+from tome_jax.train import optimizer
+from tome_jax.train.config import parse_arg
+
+
+def test_parse_arg_types_and_unknown_names():
+    arg = parse_arg("runlocal,r=8", runlocal=False, r=-1, name="x")
+    assert arg.runlocal is True and arg.r == 8 and arg.name == "x"
+    with pytest.raises(ValueError, match="unknown config argument 'bogus'"):
+        parse_arg("bogus", runlocal=False)
+    with pytest.raises(ValueError, match="needs a value"):
+        parse_arg("r", r=1)
+
+
+def test_recipe_variants_share_one_code_path():
+    full, local = get_config(), get_config("runlocal")
+    assert set(full.keys()) == set(local.keys())  # runlocal shrinks values, it adds no fields
+    assert full.data.name == "imagenet2012" and local.data.name == "digits"
+    assert full.tome.r == 16 and get_config("r=0").tome.r == 0
+
+
+def test_weight_decay_mask_and_layer_decay():
+    params = {"pos_embed": jnp.zeros((1, 5, 4)), "cls_token": jnp.zeros((1, 1, 4)),
+              "patch_embed": {"proj": {"kernel": jnp.zeros((2, 2, 3, 4))}},
+              "blocks": {0: {"attn": {"qkv": {"kernel": jnp.zeros((4, 12)), "bias": jnp.zeros(12)}}},
+                         1: {"mlp": {"fc1": {"kernel": jnp.zeros((4, 8))}}}},
+              "head": {"kernel": jnp.zeros((4, 3))}}
+    mask = optimizer.weight_decay_mask(params)
+    assert not mask["pos_embed"] and not mask["cls_token"] and not mask["blocks"][0]["attn"]["qkv"]["bias"]
+    assert mask["blocks"][0]["attn"]["qkv"]["kernel"] and mask["head"]["kernel"]
+    scales = optimizer.layer_decay_scales(params, depth=2, decay=0.5)
+    assert scales["head"]["kernel"] == 1.0
+    assert scales["blocks"][1]["mlp"]["fc1"]["kernel"] == 0.5
+    assert scales["blocks"][0]["attn"]["qkv"]["kernel"] == 0.25
+    assert scales["pos_embed"] == scales["patch_embed"]["proj"]["kernel"] == 0.125
+
+
+def test_schedule_warms_up_then_decays():
+    config = get_config("runlocal").optimizer
+    schedule = optimizer.learning_rate_schedule(config, total_steps=100, warmup_steps=10)
+    lrs = np.array([schedule(s) for s in range(100)])
+    assert lrs[0] == 0 and np.isclose(lrs[10], config.lr) and lrs[99] < lrs[50] < lrs[10]
