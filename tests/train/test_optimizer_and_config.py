@@ -25,6 +25,17 @@ def test_recipe_variants_share_one_code_path():
     assert full.tome.r == 16 and get_config("r=0").tome.r == 0
 
 
+def test_other_recipes():
+    from configs import deit_s_tome, finetune_tome
+
+    deit = deit_s_tome.get_config()
+    assert deit.model_name == "deit_small_patch16_224" and deit.tome.r == 13
+    finetune = finetune_tome.get_config("model=vit_large_patch16_224,r=8")
+    assert finetune.model_name == "vit_large_patch16_224" and finetune.tome.r == 8
+    assert finetune.optimizer.layer_decay == 0.65 and tuple(finetune.init.skip) == ("head",)
+    assert set(finetune.keys()) == set(deit.keys()) == set(get_config().keys())
+
+
 def test_weight_decay_mask_and_layer_decay():
     params = {"pos_embed": jnp.zeros((1, 5, 4)), "cls_token": jnp.zeros((1, 1, 4)),
               "patch_embed": {"proj": {"kernel": jnp.zeros((2, 2, 3, 4))}},
