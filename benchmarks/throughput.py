@@ -66,10 +66,13 @@ def parse_args(argv=None):
 
 
 def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
-    """timm's model under torch.inference_mode, or (None, why) when torch/timm are missing."""
-    # OpenMP threads that spin while waiting (the default) make torch 5-20x slower as soon as other
-    # processes compete for the cores; passive waiting costs nothing measurable on an idle machine.
-    # Only effective when torch is first imported here (the variable is read at OpenMP start-up).
+    """timm's model under torch.inference_mode, or (None, why) when torch/timm are missing.
+
+    Same threads as XLA:CPU (one per usable core); on a JAX GPU run, on the GPU when torch sees one.
+    """
+    # OpenMP threads that spin while they wait (the default policy) made torch 5-20x slower here as
+    # soon as other processes competed for the cores. Set OMP_WAIT_POLICY=ACTIVE yourself on a
+    # dedicated machine; the variable only counts when torch is first imported here.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     try:
         import timm
@@ -78,15 +81,20 @@ def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
         return None, f"torch/timm not importable ({e.__class__.__name__}: {e}); PyTorch column skipped"
     threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     torch.set_num_threads(threads)
+    device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    model = timm.create_model(name.partition(".")[0], pretrained=False, num_classes=1000).eval().to(torch_dtype)
-    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(torch_dtype)
+    model = timm.create_model(name.partition(".")[0], pretrained=False, num_classes=1000)
+    model = model.eval().to(device=device, dtype=torch_dtype)
+    x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device=device, dtype=torch_dtype)
 
     def forward():
         with torch.inference_mode():
-            return model(x)
+            out = model(x)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        return out
 
-    info = (f"torch {torch.__version__}, timm {timm.__version__}, {torch.get_num_threads()} threads, "
+    info = (f"torch {torch.__version__}, timm {timm.__version__}, {device}, {torch.get_num_threads()} threads, "
             f"inference_mode, {dtype}, OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}")
     return forward, info
 
@@ -94,9 +102,8 @@ def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
 # ----------------------------------------------------------------------------- throughput
 
 
-def run_throughput(model, args, images_np, dtype):
+def run_throughput(model, fwd, args, images_np, dtype):
     rs = sorted({0, *(int(v) for v in args.r.split(",") if v.strip())})
-    fwd = ScheduleForward(model)
     images = [jnp.asarray(images_np, dtype), jnp.asarray(images_np[::-1].copy(), dtype)]
 
     candidates, compile_s = {}, {}
@@ -172,7 +179,7 @@ def _mlp_part(block, x):
     return x + (out if block.ls2 is None else block.ls2(out))
 
 
-def run_breakdown(model, args, images_np, dtype):
+def run_breakdown(model, fwd, args, images_np, dtype):
     r = args.breakdown_r
     model.r = r
     batch, dim = args.batch, model.embed_dim
@@ -223,23 +230,23 @@ def run_breakdown(model, args, images_np, dtype):
     candidates["norm + head"] = blocking(head, head_state, rand((batch, counts[-1], dim)),
                                          jnp.ones((batch, counts[-1], 1), jnp.float32))
 
-    fwd = ScheduleForward(model)
-    fn, state = fwd.compiled(r)
+    fn, state = fwd.compiled(r)  # compiled already when r was in --r
     candidates["full forward"] = blocking(fn, state, images)
     if args.in_context:
         fn_drop, state_drop = _token_drop_forward(model, r)
         candidates["forward, free token drop"] = blocking(fn_drop, state_drop, images)
 
     print(f"  timing {len(candidates)} parts x {args.breakdown_repeats} interleaved rounds ...", flush=True)
-    stats = time_interleaved(candidates, repeats=args.breakdown_repeats, warmup=args.warmup, min_time=0.02)
+    # ToMe steps take milliseconds: repeat them within each round (min_time) to average out jitter.
+    stats = time_interleaved(candidates, repeats=args.breakdown_repeats, warmup=args.warmup, min_time=0.1)
     med = {k: v.median for k, v in stats.items()}
     layers = range(model.depth)
+    matching = sum(med.get(f"matching {i}", 0.0) for i in layers)
+    overhead = sum(med.get(f"matching+merge {i}", 0.0) for i in layers)
     parts = {
         "attention (norm1, qkv, softmax(qk^T)v, proj)": sum(med[f"attention {i}"] for i in layers),
-        "ToMe matching (normalize, similarity, max, sort)": sum(
-            med.get(f"matching {i}", 0.0) for i in layers),
-        "ToMe merge (gather/scatter of x and size)": sum(
-            med.get(f"matching+merge {i}", 0.0) - med.get(f"matching {i}", 0.0) for i in layers),
+        "ToMe matching (normalize, similarity, max, sort)": matching,
+        "ToMe merge (gather/scatter of x and size) = step - matching": overhead - matching,
         "MLP (norm2, fc1, GELU, fc2)": sum(med[f"mlp {i}"] for i in layers),
         "patch embed": med["patch embed"],
         "final norm + head": med["norm + head"],
@@ -250,12 +257,10 @@ def run_breakdown(model, args, images_np, dtype):
             for name, t in parts.items()]
     rows.append(["sum of parts", f"{total * 1e3:.1f}", "100.0", f"{100 * total / forward:.1f}"])
     rows.append(["measured full forward", f"{forward * 1e3:.1f}", "", "100.0"])
-    overhead = parts["ToMe matching (normalize, similarity, max, sort)"] + parts[
-        "ToMe merge (gather/scatter of x and size)"]
     print(f"\nBreakdown at r={r} (batch {batch}, {args.dtype}; tokens per block {counts}), "
           f"each part jitted alone at its real shapes, median of {args.breakdown_repeats} rounds:\n")
     print(table(["part (all layers)", "ms/batch", "% of sum", "% of forward"], rows))
-    print(f"\nToMe overhead (matching + merge, all layers): {overhead * 1e3:.1f} ms = "
+    print(f"\nToMe overhead (matching + merge steps, all layers, timed whole): {overhead * 1e3:.1f} ms = "
           f"{100 * overhead / forward:.1f}% of the r={r} forward.")
     if args.in_context:
         drop = med["forward, free token drop"]
@@ -264,7 +269,7 @@ def run_breakdown(model, args, images_np, dtype):
     per_layer = [[i, counts[i], counts[i + 1]] + [
         f"{med.get(f'{p} {i}', 0.0) * 1e3:.2f}" for p in ("attention", "matching", "matching+merge", "mlp")]
         for i in layers]
-    print("\nPer layer (ms/batch):\n")
+    print("\nPer layer (ms/batch; parts timed separately, so matching+merge - matching is noisy):\n")
     print(table(["layer", "T in", "T out", "attention", "matching", "matching+merge", "MLP"], per_layer))
     return stats
 
@@ -304,10 +309,11 @@ def main(argv=None):
         (args.batch, model.img_size, model.img_size, model.in_chans)).astype(np.float32)
 
     print("\n## Throughput\n", flush=True)
-    run_throughput(model, args, images_np, dtype)
+    fwd = ScheduleForward(model)
+    run_throughput(model, fwd, args, images_np, dtype)
     if args.breakdown_r > 0:
         print("\n## Breakdown\n", flush=True)
-        run_breakdown(model, args, images_np, dtype)
+        run_breakdown(model, fwd, args, images_np, dtype)
 
 
 if __name__ == "__main__":

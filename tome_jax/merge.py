@@ -86,6 +86,15 @@ def _similarity(a: jax.Array, b: jax.Array) -> jax.Array:
     return jnp.einsum("bic,bjc->bij", a, b, precision=jax.lax.Precision.HIGHEST)
 
 
+def _max_argmax(scores: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Max and argmax over the last axis, argmax as the first index of the max (the first NaN if
+    any, like jnp.argmax). XLA:CPU's argmax, a variadic reduction, is ~5x slower than this."""
+    node_max = scores.max(axis=-1)
+    is_max = (scores == node_max[..., None]) | jnp.isnan(scores)
+    n = scores.shape[-1]
+    return node_max, jnp.min(jnp.where(is_max, jnp.arange(n), n), axis=-1)
+
+
 def _gather(x: jax.Array, idx: jax.Array) -> jax.Array:
     """Rows of x [B, T, C] at idx [B, n] -> [B, n, C]."""
     return jnp.take_along_axis(x, idx[..., None], axis=1)
@@ -145,24 +154,26 @@ def bipartite_soft_matching(
         scores = scores.at[:, :, 0].set(-jnp.inf)
 
     num_a, num_b, num_unm = (tokens + 1) // 2, tokens // 2, (tokens + 1) // 2 - r
-    node_idx = scores.argmax(axis=-1)
-    node_max = jnp.take_along_axis(scores, node_idx[..., None], axis=-1)[..., 0]
+    node_max, node_idx = _max_argmax(scores)
     if class_token:
-        # Only the r best edges are needed (top_k breaks ties by lower index, like a stable sort),
-        # and the unmerged tokens keep index order, so the class token stays first.
+        # Only the r best edges are needed (top_k breaks ties by lower index, like a stable sort);
+        # the unmerged tokens keep index order (class token first): sort their indices, with the
+        # src ones pushed to the end.
         src_idx = jax.lax.top_k(node_max, r)[1]
         is_src = (src_idx[..., None] == jnp.arange(num_a)).any(axis=-2)
-        unm_idx = jnp.argsort(is_src, axis=-1, stable=True)[:, :num_unm]
+        unm_idx = jnp.sort(jnp.where(is_src, num_a, jnp.arange(num_a)), axis=-1)[:, :num_unm]
     else:
         edge_idx = jnp.argsort(-node_max, axis=-1, stable=True)  # unmerged stay in score order
         unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
     dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
 
-    # Merging as gathers straight from x: the output token of each row (A token 2i, B token
-    # 2j + 1) and, for each src, its row in x and the output row of its dst.
+    # Indices into x itself (A token i is row 2i, B token j row 2j + 1): out_rows = the row behind
+    # each output token, src_rows = the merged rows, dst_pos = the output row each is reduced into.
+    # The merge is then one gather and a small scatter, with no split / concat copies of x.
     b_rows = jnp.broadcast_to(2 * jnp.arange(num_b) + 1, (batch, num_b))
     if distill_token:  # [unm[0], B[0], unm[1:], B[1:]]
-        out_rows = jnp.concatenate([2 * unm_idx[:, :1], b_rows[:, :1], 2 * unm_idx[:, 1:], b_rows[:, 1:]], 1)
+        out_rows = jnp.concatenate(
+            [2 * unm_idx[:, :1], b_rows[:, :1], 2 * unm_idx[:, 1:], b_rows[:, 1:]], axis=1)
         dst_pos = jnp.where(dst_idx == 0, 1, num_unm + dst_idx)
     else:
         out_rows = jnp.concatenate([2 * unm_idx, b_rows], axis=1)

@@ -85,7 +85,7 @@ class Attention(nnx.Module):
         """
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
-        metric = qkv[:, :, 1].mean(axis=2)  # keys averaged over heads: [B, T, D]
+        metric = qkv[:, :, 1].astype(jnp.float32).mean(axis=2)  # keys averaged over heads: [B, T, D]
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # [B, H, T, D] each
         # Proportional attention: a key that stands for s tokens counts s times.
         bias = None if size is None else jnp.log(size)[:, None, None, :, 0].astype(q.dtype)

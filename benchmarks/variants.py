@@ -1,0 +1,309 @@
+"""Alternative formulations of ToMe's hot spots, timed against the library at real ViT shapes.
+
+    python benchmarks/variants.py --part tome --model vit_base_patch16_224 --batch 16 --r 16
+    python benchmarks/variants.py --part attention --model vit_base_patch16_224 --batch 16
+
+`--part tome`: one ToMe step (matching + `merge_wavg`, optionally + `merge_source`) per variant:
+  library               tome_jax.merge as it is now
+  v0                    the first implementation: jnp.argmax, full argsort (+ sort of the
+                        unmerged), strided split of x, gather + scatter + concat, values and sizes
+                        concatenated into one [B, T, C + 1] merge
+  same indices          the library's formulation, rebuilt here (the baseline of the next rows)
+  argsort + sort        full argsort of the edges instead of top_k (class-token case)
+  jnp.argmax            instead of the library's max + first-index-of-max
+  one-hot matmul        the scatter of the src rows as a one-hot matmul
+  segment_sum           the whole merge as one segment_sum over all B x T rows
+  concatenated          values and sizes concatenated into one merge (as v0)
+with `--trace-source`, also values, sizes and sources in one "sum" merge (sources are 0/1 and
+disjoint, so their "amax" equals their "sum").
+`--part attention`: `jax.nn.dot_product_attention` on [B, T, H, D] (the first implementation)
+vs. einsum-softmax on [B, T, H, D] vs. the library's einsum-softmax on [B, H, T, D], each with
+the qkv projection (the layout change is part of the cost) and the proportional-attention bias.
+
+Every variant is checked against the library first (same sizes, values within 1e-5). Times are
+per call for the whole batch, summed over the layers of the r schedule (each layer at its own
+token count), median of interleaved rounds. ToMe steps are tiny: on a busy machine add
+XLA_FLAGS=--xla_cpu_multi_thread_eigen=false and read the CPU-time column.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+import tome_jax  # noqa: E402
+from tome_jax import merge as tome  # noqa: E402
+from tome_jax.models.flops import token_counts  # noqa: E402
+
+from benchmarks.common import blocking, machine_lines, table, time_interleaved  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- ToMe variants
+
+
+def _scores(metric, class_token, distill_token):
+    metric = tome._normalize(metric)
+    scores = tome._similarity(metric[:, ::2], metric[:, 1::2])
+    if class_token:
+        scores = scores.at[:, 0, :].set(-jnp.inf)
+    if distill_token:
+        scores = scores.at[:, :, 0].set(-jnp.inf)
+    return scores
+
+
+def v0_matching(metric, r, class_token=False, distill_token=False):
+    """The first implementation of bipartite_soft_matching (argsort, split/gather/scatter/concat)."""
+    batch, tokens, _ = metric.shape
+    r = min(r, (tokens - int(class_token) - int(distill_token)) // 2)
+    scores = _scores(metric, class_token, distill_token)
+    node_max, node_idx = scores.max(axis=-1), scores.argmax(axis=-1)
+    edge_idx = jnp.argsort(-node_max, axis=-1, stable=True)
+    unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
+    dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
+    if class_token:
+        unm_idx = jnp.sort(unm_idx, axis=-1)
+
+    def merge(x, mode="mean"):
+        src, dst = x[:, ::2], x[:, 1::2]
+        unm = tome._gather(src, unm_idx)
+        dst = tome._scatter_reduce(dst, dst_idx, tome._gather(src, src_idx), mode)
+        if distill_token:
+            return jnp.concatenate([unm[:, :1], dst[:, :1], unm[:, 1:], dst[:, 1:]], axis=1)
+        return jnp.concatenate([unm, dst], axis=1)
+
+    return merge, None
+
+
+def _indices(metric, r, class_token, sort="top_k", argmax="max_min"):
+    """(out_rows, src_rows, dst_pos) as the library computes them, or with the sort done by a full
+    argsort (sort="argsort") or the argmax by jnp.argmax (argmax="argmax")."""
+    batch, tokens, _ = metric.shape
+    r = min(r, (tokens - int(class_token)) // 2)
+    num_a, num_b, num_unm = (tokens + 1) // 2, tokens // 2, (tokens + 1) // 2 - r
+    scores = _scores(metric, class_token, False)
+    if argmax == "argmax":
+        node_max, node_idx = scores.max(axis=-1), scores.argmax(axis=-1)
+    else:
+        node_max, node_idx = tome._max_argmax(scores)
+    if class_token and sort == "top_k":
+        src_idx = jax.lax.top_k(node_max, r)[1]
+        is_src = (src_idx[..., None] == jnp.arange(num_a)).any(axis=-2)
+        unm_idx = jnp.sort(jnp.where(is_src, num_a, jnp.arange(num_a)), axis=-1)[:, :num_unm]
+    else:
+        edge_idx = jnp.argsort(-node_max, axis=-1, stable=True)
+        unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
+        if class_token:
+            unm_idx = jnp.sort(unm_idx, axis=-1)
+    dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
+    b_rows = jnp.broadcast_to(2 * jnp.arange(num_b) + 1, (batch, num_b))
+    return jnp.concatenate([2 * unm_idx, b_rows], axis=1), 2 * src_idx, num_unm + dst_idx
+
+
+def _sum_merge_fn(kind, metric, r, class_token, **index_options):
+    """A "sum"-only merge(x) from the library's indices (or a variant's), with a given scatter."""
+    out_rows, src_rows, dst_pos = _indices(metric, r, class_token, **index_options)
+    batch, tokens = metric.shape[:2]
+    t_out = out_rows.shape[1]
+
+    def merge(x, mode="sum"):
+        assert mode == "sum"
+        if kind == "gather":
+            return tome._scatter_reduce(tome._gather(x, out_rows), dst_pos, tome._gather(x, src_rows), "sum")
+        if kind == "onehot":
+            onehot = jax.nn.one_hot(dst_pos, t_out, dtype=x.dtype)  # [B, r, T']
+            return tome._gather(x, out_rows) + jnp.einsum(
+                "bro,brc->boc", onehot, tome._gather(x, src_rows), precision=jax.lax.Precision.HIGHEST)
+        if kind == "segment_sum":
+            # Output slot of every input token, then one segment_sum over the flattened batch.
+            rows = jnp.arange(batch)[:, None]
+            slot = jnp.zeros((batch, tokens), out_rows.dtype).at[rows, out_rows].set(jnp.arange(t_out))
+            slot = slot.at[rows, src_rows].set(dst_pos) + rows * t_out
+            merged = jax.ops.segment_sum(x.reshape(batch * tokens, -1), slot.reshape(-1), batch * t_out)
+            return merged.reshape(batch, t_out, -1)
+        raise ValueError(kind)
+
+    return merge
+
+
+def _wavg_separate(merge, x, size):
+    merged_size = merge(size, "sum")
+    return merge(x * size, "sum") / merged_size, merged_size
+
+
+def _wavg_concat(merge, x, size):
+    merged = merge(jnp.concatenate([x * size, size], axis=-1), "sum")
+    return merged[..., :-1] / merged[..., -1:], merged[..., -1:]
+
+
+def tome_steps(r, class_token, trace_source):
+    """name -> step(x, metric, size, source) -> (x, size, source)."""
+
+    def library(x, metric, size, source):
+        merge, _ = tome.bipartite_soft_matching(metric, r, class_token)
+        source = tome.merge_source(merge, x, source) if trace_source else None
+        return (*tome.merge_wavg(merge, x, size), source)
+
+    def v0(x, metric, size, source):
+        merge, _ = v0_matching(metric, r, class_token)
+        source = merge(source, "amax") if trace_source else None
+        return (*_wavg_concat(merge, x, size), source)
+
+    def with_merge(kind, wavg=_wavg_separate, **index_options):
+        def step(x, metric, size, source):
+            merge = _sum_merge_fn(kind, metric, r, class_token, **index_options)
+            source = merge(source) if trace_source else None
+            return (*wavg(merge, x, size), source)
+        return step
+
+    steps = {"library": library, "v0 (first implementation)": v0,
+             "same indices, recomputed here": with_merge("gather")}
+    if class_token:
+        steps["argsort + sort instead of top_k + sort"] = with_merge("gather", sort="argsort")
+    steps["jnp.argmax instead of max + min"] = with_merge("gather", argmax="argmax")
+    steps["one-hot matmul scatter"] = with_merge("onehot")
+    steps["segment_sum merge"] = with_merge("segment_sum")
+    steps["values+sizes concatenated"] = with_merge("gather", wavg=_wavg_concat)
+    if trace_source:
+        def fused_source(x, metric, size, source):
+            merge = _sum_merge_fn("gather", metric, r, class_token)
+            c = x.shape[-1]
+            merged = merge(jnp.concatenate([x * size, size, source], axis=-1))
+            size = merged[..., c:c + 1]
+            return merged[..., :c] / size, size, merged[..., c + 1:]
+        steps["x, size, source in one merge"] = fused_source
+    return steps
+
+
+def run_tome(model, args):
+    batch, dim = args.batch, model.embed_dim
+    head_dim = dim // model.blocks[0].attn.num_heads
+    counts = token_counts(model, args.r)
+    class_token = model.has_class_token
+    if model.distilled:
+        raise SystemExit("--part tome covers models without a distill token; pick a vit_* / deit_* model")
+    rng = np.random.default_rng(0)
+    totals, layer0 = {}, {}
+    layers = [(i, counts[i], counts[i] - counts[i + 1]) for i in range(model.depth) if counts[i + 1] < counts[i]]
+    if args.first_layer_only:
+        layers = layers[:1]
+    print(f"ToMe step variants, batch {batch}, dim {dim}, r={args.r}, class token {class_token}, "
+          f"trace_source {args.trace_source}; layers (T in, r): {[(t, lr) for _, t, lr in layers]}", flush=True)
+    for i, tokens, layer_r in layers:
+        x = jnp.asarray(rng.standard_normal((batch, tokens, dim)), jnp.float32)
+        metric = jnp.asarray(rng.standard_normal((batch, tokens, head_dim)), jnp.float32)
+        size = jnp.asarray(1 + rng.integers(0, 3, (batch, tokens, 1)), jnp.float32)
+        source = (jnp.asarray(np.eye(tokens, counts[0], dtype=np.float32)[None].repeat(batch, 0))
+                  if args.trace_source else None)
+        steps = {name: jax.jit(fn) for name, fn in tome_steps(layer_r, class_token, args.trace_source).items()}
+        want = steps["library"](x, metric, size, source)
+        for name, fn in steps.items():
+            got = fn(x, metric, size, source)
+            np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]), err_msg=name)
+            np.testing.assert_allclose(np.asarray(got[0]), np.asarray(want[0]), atol=1e-5, rtol=1e-5, err_msg=name)
+            if args.trace_source:
+                np.testing.assert_array_equal(np.asarray(got[2]), np.asarray(want[2]), err_msg=name)
+        stats = time_interleaved({n: blocking(f, x, metric, size, source) for n, f in steps.items()},
+                                 repeats=args.repeats, warmup=2, min_time=0.05)
+        for name, s in stats.items():
+            prev = totals.get(name, (0.0, 0.0))
+            totals[name] = (prev[0] + s.median, prev[1] + s.cpu_median)
+        if not layer0:
+            layer0 = {name: (s.median, s.cpu_median) for name, s in stats.items()}
+        print(f"  layer {i} (T={tokens}) done", flush=True)
+    base = totals["library"][0]
+    rows = [[name, f"{layer0[name][0] * 1e3:.2f}", f"{layer0[name][1] * 1e3:.2f}",
+             f"{wall * 1e3:.1f}", f"{cpu * 1e3:.1f}", f"{wall / base:.2f}"]
+            for name, (wall, cpu) in totals.items()]
+    print()
+    print(table(["variant (all same outputs)", f"layer {layers[0][0]} ms", "(cpu ms)", "all layers ms",
+                 "(cpu ms)", "time / library"], rows))
+
+
+# ----------------------------------------------------------------------------- attention variants
+
+
+def attention_variants(num_heads):
+    def split_bthd(x, w, b):
+        batch, tokens, dim = x.shape
+        qkv = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads)
+        return qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]
+
+    def bias_of(size):
+        return None if size is None else jnp.log(size)[:, None, None, :, 0]
+
+    def dpa_bthd(x, w, b, size):
+        q, k, v = split_bthd(x, w, b)
+        return jax.nn.dot_product_attention(q, k, v, bias=bias_of(size)).reshape(x.shape)
+
+    def einsum_bthd(x, w, b, size):
+        q, k, v = split_bthd(x, w, b)
+        logits = jnp.einsum("bqhd,bkhd->bhqk", q, k) * jnp.float32(1 / np.sqrt(q.shape[-1]))
+        if size is not None:
+            logits = logits + bias_of(size)
+        return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v).reshape(x.shape)
+
+    def library(x, w, b, size):
+        from tome_jax.models.vit import _attention
+        batch, tokens, dim = x.shape
+        q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
+        return _attention(q, k, v, bias_of(size)).transpose(0, 2, 1, 3).reshape(x.shape)
+
+    return {"library (einsum, [B, H, T, D])": library, "einsum-softmax, [B, T, H, D]": einsum_bthd,
+            "jax.nn.dot_product_attention, [B, T, H, D]": dpa_bthd}
+
+
+def run_attention(model, args):
+    batch, dim, heads = args.batch, model.embed_dim, model.blocks[0].attn.num_heads
+    counts = token_counts(model, args.r)
+    rng = np.random.default_rng(0)
+    w = jnp.asarray(rng.standard_normal((dim, 3 * dim)) / np.sqrt(dim), jnp.float32)
+    b = jnp.zeros((3 * dim,), jnp.float32)
+    variants = {n: jax.jit(f) for n, f in attention_variants(heads).items()}
+    distinct = sorted(set(counts[:-1]), reverse=True)
+    if args.first_layer_only:
+        distinct = distinct[:1]
+    per_t = {}
+    for tokens in distinct:
+        x = jnp.asarray(rng.standard_normal((batch, tokens, dim)), jnp.float32)
+        size = None if tokens == counts[0] else jnp.asarray(1 + rng.integers(0, 3, (batch, tokens, 1)), jnp.float32)
+        want = variants["library (einsum, [B, H, T, D])"](x, w, b, size)
+        for name, fn in variants.items():
+            np.testing.assert_allclose(np.asarray(fn(x, w, b, size)), np.asarray(want), atol=1e-5, rtol=1e-5,
+                                       err_msg=name)
+        per_t[tokens] = time_interleaved({n: blocking(f, x, w, b, size) for n, f in variants.items()},
+                                         repeats=args.repeats, warmup=1)
+        print(f"  T={tokens} done", flush=True)
+    first = distinct[0]
+    totals = {n: sum(per_t[t][n].median for t in counts[:-1] if t in per_t) for n in variants}
+    base = totals["library (einsum, [B, H, T, D])"]
+    rows = [[n, f"{per_t[first][n].median * 1e3:.1f}", f"{per_t[first][n].cpu_median * 1e3:.1f}",
+             f"{totals[n] * 1e3:.0f}", f"{totals[n] / base:.2f}"] for n in variants]
+    print(f"\nAttention (qkv projection + attention, bias from sizes after the first merge), batch {batch}, "
+          f"dim {dim}, {heads} heads, r={args.r} token counts {counts[:-1]}:\n")
+    print(table(["variant", f"T={first} ms", "(cpu ms)", "all layers ms", "time / library"], rows))
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=["tome", "attention"], default="tome")
+    p.add_argument("--model", default="vit_base_patch16_224")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--r", type=int, default=16)
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--trace-source", action="store_true")
+    p.add_argument("--first-layer-only", action="store_true", help="time only the first (largest) layer")
+    args = p.parse_args(argv)
+    print("\n".join(machine_lines()), flush=True)
+    model = tome_jax.create_model(args.model, r=args.r)
+    (run_tome if args.part == "tome" else run_attention)(model, args)
+
+
+if __name__ == "__main__":
+    main()
