@@ -16,7 +16,6 @@ from safetensors.numpy import load_file
 
 import tome_jax
 from tests import merge_reference as ref
-from tome_jax.models.weights import CheckpointMismatchError
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
 SMALL = dict(img_size=32, patch_size=4, embed_dim=48, depth=4, num_heads=3, num_classes=10)

@@ -6,7 +6,7 @@ import os
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load_file
 
 import tome_jax
 from tests.models.test_vit import FIXTURES, SMALL, fixture, forward, load_small, rel_err
