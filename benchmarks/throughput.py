@@ -37,8 +37,10 @@ import tome_jax  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
-from benchmarks.common import (  # noqa: E402
-    ScheduleForward, blocking, machine_lines, table, time_interleaved)
+from tome_jax.models.compiled import CompiledForward  # noqa: E402
+from tome_jax.timing import blocking, time_interleaved  # noqa: E402
+
+from benchmarks.common import machine_lines, table  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -309,7 +311,7 @@ def main(argv=None):
         (args.batch, model.img_size, model.img_size, model.in_chans)).astype(np.float32)
 
     print("\n## Throughput\n", flush=True)
-    fwd = ScheduleForward(model)
+    fwd = CompiledForward(model)
     run_throughput(model, fwd, args, images_np, dtype)
     if args.breakdown_r > 0:
         print("\n## Breakdown\n", flush=True)

@@ -42,7 +42,9 @@ import tome_jax  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
-from benchmarks.common import blocking, machine_lines, table, time_interleaved  # noqa: E402
+from tome_jax.timing import blocking, time_interleaved  # noqa: E402
+
+from benchmarks.common import machine_lines, table  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- ToMe variants
@@ -250,7 +252,7 @@ def attention_variants(num_heads):
         return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v).reshape(x.shape)
 
     def library(x, w, b, size):
-        from tome_jax.models.vit import _attention
+        from tome_jax.models.attention import dot_product_attention as _attention
         batch, tokens, dim = x.shape
         q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
         return _attention(q, k, v, bias_of(size)).transpose(0, 2, 1, 3).reshape(x.shape)

@@ -7,7 +7,6 @@ schedule compiles once. Each block merges between attention and MLP (TOME_SPEC.m
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import jax
@@ -15,6 +14,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tome_jax import merge as tome
+from tome_jax.models.attention import dot_product_attention
 
 _trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
 
@@ -51,21 +51,6 @@ class PatchEmbed(nnx.Module):
         return x.reshape(x.shape[0], -1, x.shape[-1])
 
 
-def _attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
-    """softmax(q k^T / sqrt(D) + bias) v for q, k, v: [B, H, T, D] -> [B, H, T, D].
-
-    The computation of `jax.nn.dot_product_attention`'s XLA path (float32 logits and softmax,
-    probabilities cast back to v's dtype), with the heads in front: with [B, T, H, D] operands
-    XLA:CPU transposes around both batched matmuls, which made attention ~2x slower.
-    """
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
-    logits = logits * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
-    if bias is not None:
-        logits = logits + bias
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bhkd->bhqd", probs, v)
-
-
 class Attention(nnx.Module):
     """Multi-head self-attention that also returns ToMe's metric (keys averaged over heads)."""
 
@@ -89,7 +74,7 @@ class Attention(nnx.Module):
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # [B, H, T, D] each
         # Proportional attention: a key that stands for s tokens counts s times.
         bias = None if size is None else jnp.log(size)[:, None, None, :, 0].astype(q.dtype)
-        out = _attention(q, k, v, bias).transpose(0, 2, 1, 3)
+        out = dot_product_attention(q, k, v, bias).transpose(0, 2, 1, 3)
         out = self.proj_drop(self.proj(out.reshape(batch, tokens, dim)))
         return out, metric
 
