@@ -20,11 +20,11 @@ Run from the repository root (or with the package installed); torch is optional.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import os
 import sys
 import time
-from unittest import mock
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -38,6 +38,7 @@ from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
+from tome_jax.reduction import TokenReduction  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
 from benchmarks.common import machine_lines, table  # noqa: E402
@@ -110,15 +111,15 @@ def run_throughput(model, fwd, args, images_np, dtype):
 
     candidates, first_call_s = {}, {}
     for r in rs:
-        fn, state = fwd.compiled(r)
+        fn, params, rest = fwd.compiled(r)
         t0 = time.perf_counter()
-        jax.block_until_ready(fn(state, images[0]))
+        jax.block_until_ready(fn(params, rest, images[0]))
         first_call_s[r] = time.perf_counter() - t0
-        jax.block_until_ready(fn(state, images[1]))  # new batch contents: must not retrace
+        jax.block_until_ready(fn(params, rest, images[1]))  # new batch contents: must not retrace
         # Alternate two batch contents while timing: the trace counter then proves no retracing.
         batches = itertools.cycle(images)
-        candidates[f"jax r={r}"] = lambda fn=fn, state=state, batches=batches: jax.block_until_ready(
-            fn(state, next(batches)))
+        candidates[f"jax r={r}"] = lambda fn=fn, p=params, s=rest, batches=batches: jax.block_until_ready(
+            fn(p, s, next(batches)))
         print(f"  compiled r={r}: first call (trace + compile + run) {first_call_s[r]:.1f} s", flush=True)
 
     torch_info = None
@@ -232,11 +233,11 @@ def run_breakdown(model, fwd, args, images_np, dtype):
     candidates["norm + head"] = blocking(head, head_state, rand((batch, counts[-1], dim)),
                                          jnp.ones((batch, counts[-1], 1), jnp.float32))
 
-    fn, state = fwd.compiled(r)  # compiled already when r was in --r
-    candidates["full forward"] = blocking(fn, state, images)
+    fn, params, rest = fwd.compiled(r)  # compiled already when r was in --r
+    candidates["full forward"] = blocking(fn, params, rest, images)
     if args.in_context:
-        fn_drop, state_drop = _token_drop_forward(model, r)
-        candidates["forward, free token drop"] = blocking(fn_drop, state_drop, images)
+        fn_drop, params, rest = _token_drop_forward(model, r)
+        candidates["forward, free token drop"] = blocking(fn_drop, params, rest, images)
 
     print(f"  timing {len(candidates)} parts x {args.breakdown_repeats} interleaved rounds ...", flush=True)
     # ToMe steps take milliseconds: repeat them within each round (min_time) to average out jitter.
@@ -276,21 +277,30 @@ def run_breakdown(model, fwd, args, images_np, dtype):
     return stats
 
 
+@dataclasses.dataclass(frozen=True)
+class FreeTokenDrop(TokenReduction):
+    """A reduction that keeps the first T - r' tokens (r' = ToMe's clamped r) with no matching and
+    no merging: the same token counts as ToMe at zero cost. Plugged in through `model.reduction`."""
+
+    def plan(self, layer, metric, key=None):
+        batch, tokens = metric.shape[:2]
+        out = self.tokens_after(layer, tokens)
+        if out == tokens:
+            return None
+        rows = jnp.broadcast_to(jnp.arange(tokens), (batch, tokens))
+        return tome.MergePlan(rows[:, :out], rows[:, out:], jnp.zeros((batch, tokens - out), jnp.int32), tokens)
+
+
 def _token_drop_forward(model, r):
-    """The forward with every merge replaced by keeping the first T - r tokens (sizes unchanged)."""
-
-    def drop_matching(metric, r, class_token=False, distill_token=False):
-        protected = int(bool(class_token)) + int(bool(distill_token))
-        r = min(r, (metric.shape[1] - protected) // 2)
-        return (lambda x, mode="mean": x[:, : x.shape[1] - r]), None
-
-    graphdef, state = nnx.split(model)
-
-    def forward(state, images):
-        with mock.patch.object(tome, "bipartite_soft_matching", drop_matching):  # trace time only
-            return nnx.merge(graphdef, state)(images)
-
-    return jax.jit(forward), state
+    """(jitted fn(params, rest, images), params, rest): the forward at r with every merge replaced by
+    a free token drop (sizes unchanged)."""
+    model.r = r
+    original = model.reduction
+    model.reduction = FreeTokenDrop(**{**dataclasses.asdict(original), "method": "prune"})
+    try:
+        return CompiledForward(model).compiled()
+    finally:
+        model.reduction = original
 
 
 # ----------------------------------------------------------------------------- main

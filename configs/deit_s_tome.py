@@ -7,7 +7,7 @@ Identical to the DeiT-B recipe (configs/vit_b_tome.py) but for the model and ToM
 """
 
 from configs import vit_b_tome
-from tome_jax.train.config import parse_arg
+from configs.common import parse_arg
 
 
 def get_config(arg=None):

@@ -9,8 +9,10 @@ classifier head is re-initialized when its class count differs (`init.skip`). MA
 and train without proportional attention; the `.mae` tag sets that.
 """
 
+from ml_collections.config_dict import placeholder
+
 from configs import vit_b_tome
-from tome_jax.train.config import parse_arg
+from configs.common import parse_arg
 
 
 def get_config(arg=None):
@@ -20,11 +22,12 @@ def get_config(arg=None):
     if not options.runlocal:
         config.model_name = options.model
         config.model.update(dict(drop_path_rate=0.1, dtype="bfloat16"))
-        config.model.global_pool = "avg" if options.model.endswith(".mae") else "token"
+        config.model.global_pool = placeholder(str)  # None: the tag's choice (.mae: avg + fc_norm)
         config.tome.r = 16 if options.r < 0 else options.r
         config.total_epochs = 100.0
         config.warmup_epochs = 5.0
         config.optimizer.update(dict(lr=5e-4 * config.batch_size / 256, layer_decay=0.65, weight_decay=0.05))
+    config.tome.prop_attn = placeholder(bool)  # None: the model's default (.mae: off, timm: on)
     config.init.weights = ""  # set --config.init.weights=PATH
     config.init.skip = ("head",)
     return config

@@ -10,8 +10,8 @@ r"""DeiT-B-style ImageNet recipe trained with ToMe (Bolya et al., Sec. 4.2 / Dei
 
 import ml_collections
 
-from tome_jax import data
-from tome_jax.train.config import parse_arg
+from configs.common import data_config
+from configs.common import parse_arg
 
 
 def get_config(arg=None):
@@ -25,11 +25,16 @@ def get_config(arg=None):
         num_classes=1000, img_size=224, drop_path_rate=0.1, global_pool="token", dtype="bfloat16"))
     config.init = ml_collections.ConfigDict(dict(weights="", skip=("head",)))  # "" = from scratch
 
+    # What is optimized and measured: "classification" | "multilabel" | "reconstruction".
+    config.task = "classification"
+
     # ToMe: trained with merging, no proportional attention (as in the paper's training runs).
-    config.tome = ml_collections.ConfigDict(dict(r=16 if arg.r < 0 else arg.r, prop_attn=False))
+    # method: "bipartite" (ToMe) | "prune" | "random" | "kth" | "none" (docs/semantics.md).
+    config.tome = ml_collections.ConfigDict(dict(r=16 if arg.r < 0 else arg.r, method="bipartite",
+                                                 prop_attn=False))
 
     # Data: ImageNet through tfds (ArrayRecord), DeiT augmentation.
-    config.data = data.default_config()
+    config.data = data_config()
     config.data.update(dict(
         name="imagenet2012", data_dir="", split_train="train", split_eval="validation", image_size=224,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic",
@@ -64,7 +69,7 @@ def get_config(arg=None):
                                  num_heads=4, mlp_ratio=2.0, global_pool="avg", drop_path_rate=0.0,
                                  dtype="float32"))
         config.tome.r = 6 if arg.r < 0 else arg.r
-        config.data = data.default_config()
+        config.data = data_config()
         config.data.update(dict(name="digits", data_dir="", image_size=16, mean=(0.5,) * 3, std=(0.5,) * 3,
                                 crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1), hflip=False, crop_pct=1.0,
                                 num_threads=2))

@@ -1,6 +1,6 @@
 """Independent NumPy reference for ToMe token merging (tests only).
 
-Written from /work/shared/TOME_SPEC.md (and the official PyTorch semantics it
+Written from docs/semantics.md (and the official PyTorch semantics it
 describes), deliberately *not* from ``tome_jax/merge.py``: plain Python loops
 over batch rows and tokens, scores in float64.
 

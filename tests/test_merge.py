@@ -1,8 +1,8 @@
 """Tests of tome_jax.merge against an independent NumPy reference and by properties.
 
-The reference (tests/merge_reference.py) is written from TOME_SPEC.md only.
+The reference (tests/merge_reference.py) is written from docs/semantics.md only.
 Matching decisions near a tie can legitimately flip under float32 rounding
-(see the spec's "Near-ties" paragraph), so every equivalence test picks its
+(see "Ties" in docs/semantics.md), so every equivalence test picks its
 random inputs deterministically: the first seed whose reference decision
 margin is above MARGIN.
 """

@@ -9,12 +9,19 @@ closures `(merge, unmerge)`:
 `r` (and `k`) are static Python ints, so every shape is known at trace time: under `jax.jit` each
 distinct r compiles once. No gradient flows through the matching (the metric is wrapped in
 `stop_gradient`); gradients do flow through the merged values. Semantics follow the official ToMe
-implementation exactly (see TOME_SPEC.md); this module knows nothing about Flax.
+implementation exactly (docs/semantics.md); this module knows nothing about Flax.
+
+Underneath, every matching computes a `MergePlan`: a small pytree of index arrays (the rows kept,
+the rows merged away, and where each of those goes). `apply_plan` merges with it, `undo_plan`
+puts tokens back and `keep_rows` prunes instead of merging; the closures above are thin wrappers,
+and a model can keep the plans to undo its merges later (an MAE decoder, a dense head).
 """
 
 from __future__ import annotations
 
 from typing import Callable, Sequence, Union
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -28,6 +35,16 @@ MODES = ("sum", "mean", "amax")
 
 __all__ = [
     "MODES",
+    "MergePlan",
+    "apply_plan",
+    "undo_plan",
+    "keep_rows",
+    "shift_plan",
+    "plan_closures",
+    "max_r",
+    "bipartite_plan",
+    "kth_plan",
+    "random_plan",
     "bipartite_soft_matching",
     "kth_bipartite_soft_matching",
     "random_bipartite_soft_matching",
@@ -112,39 +129,96 @@ def _scatter_reduce(dst: jax.Array, idx: jax.Array, src: jax.Array, mode: str) -
     return dst.at[rows, idx].add(src) / count[..., None]
 
 
-def _identity(batch: int, tokens: int) -> tuple[MergeFn, UnmergeFn]:
+# ----------------------------------------------------------------------------- merge plans
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MergePlan:
+    """Where every token goes in one merge step, as index arrays into the rows of x [B, T, C].
+
+    out_rows: [B, T'] the row of x behind each output token (in output order).
+    src_rows: [B, R] the rows merged away.
+    dst_pos:  [B, R] the output position each merged row is reduced into.
+    num_tokens: static; the rows `undo_plan` returns (T, less kth's dropped tail).
+    """
+
+    out_rows: jax.Array
+    src_rows: jax.Array
+    dst_pos: jax.Array
+    num_tokens: int = dataclasses.field(metadata=dict(static=True))
+
+    @property
+    def num_out(self) -> int:
+        return self.out_rows.shape[1]
+
+
+def apply_plan(plan: MergePlan, x: jax.Array, mode: str = "mean") -> jax.Array:
+    """Merge x [B, T, C] -> [B, T', C]: one gather of the kept rows, one small scatter-reduce of the
+    merged rows into their destinations (`mode`: "sum" | "mean" | "amax"; the destination takes part)."""
+    _check_mode(mode)
+    return _scatter_reduce(_gather(x, plan.out_rows), plan.dst_pos, _gather(x, plan.src_rows), mode)
+
+
+def keep_rows(plan: MergePlan, x: jax.Array) -> jax.Array:
+    """Prune instead of merge: the kept rows [B, T', C], the merged rows dropped (not averaged)."""
+    return _gather(x, plan.out_rows)
+
+
+def undo_plan(plan: MergePlan, y: jax.Array) -> jax.Array:
+    """y [B, T', C] -> [B, T, C]: every token back at its position; a merged token reads the output
+    row it went into (so after a "mean" merge each token holds its group's mean)."""
+    batch = y.shape[0]
+    rows = jnp.arange(batch)[:, None]
+    slot = jnp.zeros((batch, plan.num_tokens), plan.out_rows.dtype)
+    slot = slot.at[rows, plan.out_rows].set(jnp.arange(plan.num_out, dtype=plan.out_rows.dtype))
+    return _gather(y, slot.at[rows, plan.src_rows].set(plan.dst_pos))
+
+
+def shift_plan(plan: MergePlan, prefix: int) -> MergePlan:
+    """A plan made for x[:, prefix:] as a plan for x: the first `prefix` rows are kept, in front."""
+    if prefix == 0:
+        return plan
+    batch = plan.out_rows.shape[0]
+    front = jnp.broadcast_to(jnp.arange(prefix, dtype=plan.out_rows.dtype), (batch, prefix))
+    return MergePlan(jnp.concatenate([front, plan.out_rows + prefix], axis=1), plan.src_rows + prefix,
+                     plan.dst_pos + prefix, plan.num_tokens + prefix)
+
+
+def plan_closures(plan: MergePlan | None, batch: int, tokens: int) -> tuple[MergeFn, UnmergeFn]:
+    """The public (merge, unmerge) pair of a plan (identity for None), checking their inputs."""
+    out = tokens if plan is None else plan.num_out
+
     def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
         _check_mode(mode)
         _check_input(x, batch, tokens)
-        return x
+        return x if plan is None else apply_plan(plan, x, mode)
 
     def unmerge(y: jax.Array) -> jax.Array:
-        _check_input(y, batch, tokens, "y")
-        return y
+        _check_input(y, batch, out, "y")
+        return y if plan is None else undo_plan(plan, y)
 
     return merge, unmerge
+
+
+def max_r(tokens: int, protected: int = 0) -> int:
+    """The most tokens one bipartite step can remove: half of the unprotected ones. The one place
+    the clamp `r = min(r, (T - protected) // 2)` is written (matchings, models, FLOP counts)."""
+    return max(0, (tokens - protected) // 2)
 
 
 # ----------------------------------------------------------------------------- matchings
 
 
-def bipartite_soft_matching(
-    metric: jax.Array, r: int, class_token: bool = False, distill_token: bool = False
-) -> tuple[MergeFn, UnmergeFn]:
-    """ToMe's bipartite soft matching: merge the r most similar (A -> B) token pairs.
-
-    metric: [B, T, C'] (the ViT uses the attention keys averaged over heads).
-    r: tokens to remove, clamped to (T - protected) // 2; identity when the clamp gives 0.
-    class_token / distill_token: token 0 (and 1) are never merged and stay in front.
-    Returns merge(x [B, T, C], mode) -> [B, T - r, C] and unmerge(y [B, T - r, C]) -> [B, T, C].
-    """
+def bipartite_plan(metric: jax.Array, r: int, class_token: bool = False,
+                   distill_token: bool = False) -> MergePlan | None:
+    """The plan of `bipartite_soft_matching` (None when r clamps to 0)."""
     _check_3d("metric", metric)
     r = _check_count("r", r, 0)
     batch, tokens, _ = metric.shape
-    protected = int(bool(class_token)) + int(bool(distill_token))
-    r = min(r, (tokens - protected) // 2)
+    r = min(r, max_r(tokens, int(bool(class_token)) + int(bool(distill_token))))
     if r <= 0:
-        return _identity(batch, tokens)
+        return None
 
     metric = _normalize(metric)
     scores = _similarity(metric[:, ::2], metric[:, 1::2])  # A = even tokens, B = odd tokens
@@ -167,9 +241,8 @@ def bipartite_soft_matching(
         unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
     dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
 
-    # Indices into x itself (A token i is row 2i, B token j row 2j + 1): out_rows = the row behind
-    # each output token, src_rows = the merged rows, dst_pos = the output row each is reduced into.
-    # The merge is then one gather and a small scatter, with no split / concat copies of x.
+    # Indices into x itself (A token i is row 2i, B token j row 2j + 1), so the merge is one gather
+    # and a small scatter, with no split / concat copies of x.
     b_rows = jnp.broadcast_to(2 * jnp.arange(num_b) + 1, (batch, num_b))
     if distill_token:  # [unm[0], B[0], unm[1:], B[1:]]
         out_rows = jnp.concatenate(
@@ -178,21 +251,39 @@ def bipartite_soft_matching(
     else:
         out_rows = jnp.concatenate([2 * unm_idx, b_rows], axis=1)
         dst_pos = num_unm + dst_idx
-    src_rows = 2 * src_idx
+    return MergePlan(out_rows, 2 * src_idx, dst_pos, tokens)
 
-    def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
-        _check_mode(mode)
-        _check_input(x, batch, tokens)
-        return _scatter_reduce(_gather(x, out_rows), dst_pos, _gather(x, src_rows), mode)
 
-    def unmerge(y: jax.Array) -> jax.Array:
-        _check_input(y, batch, tokens - r, "y")
-        # Output row that holds each original token (a src token reads its dst's row).
-        rows = jnp.arange(batch)[:, None]
-        slot = jnp.zeros((batch, tokens), out_rows.dtype).at[rows, out_rows].set(jnp.arange(tokens - r))
-        return _gather(y, slot.at[rows, src_rows].set(dst_pos))
+def bipartite_soft_matching(
+    metric: jax.Array, r: int, class_token: bool = False, distill_token: bool = False
+) -> tuple[MergeFn, UnmergeFn]:
+    """ToMe's bipartite soft matching: merge the r most similar (A -> B) token pairs.
 
-    return merge, unmerge
+    metric: [B, T, C'] (the ViT uses the attention keys averaged over heads).
+    r: tokens to remove, clamped to (T - protected) // 2; identity when the clamp gives 0.
+    class_token / distill_token: token 0 (and 1) are never merged and stay in front.
+    Returns merge(x [B, T, C], mode) -> [B, T - r, C] and unmerge(y [B, T - r, C]) -> [B, T, C].
+    """
+    plan = bipartite_plan(metric, r, class_token, distill_token)
+    return plan_closures(plan, *metric.shape[:2])
+
+
+def kth_plan(metric: jax.Array, k: int) -> MergePlan | None:
+    """The plan of `kth_bipartite_soft_matching` (None for k = 1)."""
+    _check_3d("metric", metric)
+    k = _check_count("k", k, 1)
+    batch, tokens, _ = metric.shape
+    if k > tokens:
+        raise ValueError(f"k={k} is larger than the token count T={tokens}; use k <= T.")
+    if k == 1:
+        return None
+    groups = tokens // k
+    rows = jnp.arange(groups * k).reshape(groups, k)
+    a_rows, b_rows = rows[:, :-1].reshape(-1), rows[:, -1]  # the last of each group is in B
+    metric = _normalize(metric)
+    dst_idx = _similarity(metric[:, a_rows], metric[:, b_rows]).argmax(axis=-1)
+    return MergePlan(jnp.broadcast_to(b_rows, (batch, groups)),
+                     jnp.broadcast_to(a_rows, (batch, a_rows.size)), dst_idx, groups * k)
 
 
 def kth_bipartite_soft_matching(metric: jax.Array, k: int) -> tuple[MergeFn, UnmergeFn]:
@@ -201,34 +292,23 @@ def kth_bipartite_soft_matching(metric: jax.Array, k: int) -> tuple[MergeFn, Unm
     Each A token merges into its most similar B token (from any group). The tail T % k is
     dropped. merge: [B, T, C] -> [B, T // k, C]; unmerge: [B, T // k, C] -> [B, T // k * k, C].
     """
+    plan = kth_plan(metric, k)
+    return plan_closures(plan, *metric.shape[:2])
+
+
+def random_plan(metric: jax.Array, r: int, key: jax.Array) -> MergePlan | None:
+    """The plan of `random_bipartite_soft_matching` (None when r clamps to 0)."""
     _check_3d("metric", metric)
-    k = _check_count("k", k, 1)
+    r = _check_count("r", r, 0)
     batch, tokens, _ = metric.shape
-    if k > tokens:
-        raise ValueError(f"k={k} is larger than the token count T={tokens}; use k <= T.")
-    if k == 1:
-        return _identity(batch, tokens)
-    groups = tokens // k
-
-    def split(x):
-        x = x[:, : groups * k].reshape(x.shape[0], groups, k, x.shape[-1])
-        return x[:, :, :-1].reshape(x.shape[0], -1, x.shape[-1]), x[:, :, -1]
-
-    a, b = split(_normalize(metric))
-    dst_idx = _similarity(a, b).argmax(axis=-1)
-
-    def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
-        _check_mode(mode)
-        _check_input(x, batch, tokens)
-        src, dst = split(x)
-        return _scatter_reduce(dst, dst_idx, src, mode)
-
-    def unmerge(y: jax.Array) -> jax.Array:
-        _check_input(y, batch, groups, "y")
-        src = _gather(y, dst_idx).reshape(batch, groups, k - 1, y.shape[-1])
-        return jnp.concatenate([src, y[:, :, None]], axis=2).reshape(batch, groups * k, y.shape[-1])
-
-    return merge, unmerge
+    r = min(r, tokens - 1)
+    if r <= 0:
+        return None
+    perm = jax.vmap(lambda k: jax.random.permutation(k, tokens))(jax.random.split(key, batch))
+    a_idx, b_idx = perm[:, :r], perm[:, r:]
+    metric = _normalize(metric)
+    dst_idx = _similarity(_gather(metric, a_idx), _gather(metric, b_idx)).argmax(axis=-1)
+    return MergePlan(b_idx, a_idx, dst_idx, tokens)
 
 
 def random_bipartite_soft_matching(
@@ -239,30 +319,8 @@ def random_bipartite_soft_matching(
     r is clamped to T - 1. merge: [B, T, C] -> [B, T - r, C] (B tokens in permutation order);
     unmerge restores [B, T, C].
     """
-    _check_3d("metric", metric)
-    r = _check_count("r", r, 0)
-    batch, tokens, _ = metric.shape
-    r = min(r, tokens - 1)
-    if r <= 0:
-        return _identity(batch, tokens)
-
-    perm = jax.vmap(lambda k: jax.random.permutation(k, tokens))(jax.random.split(key, batch))
-    a_idx, b_idx = perm[:, :r], perm[:, r:]
-    metric = _normalize(metric)
-    dst_idx = _similarity(_gather(metric, a_idx), _gather(metric, b_idx)).argmax(axis=-1)
-
-    def merge(x: jax.Array, mode: str = "mean") -> jax.Array:
-        _check_mode(mode)
-        _check_input(x, batch, tokens)
-        return _scatter_reduce(_gather(x, b_idx), dst_idx, _gather(x, a_idx), mode)
-
-    def unmerge(y: jax.Array) -> jax.Array:
-        _check_input(y, batch, tokens - r, "y")
-        rows = jnp.arange(batch)[:, None]
-        out = jnp.zeros((batch, tokens, y.shape[-1]), y.dtype).at[rows, b_idx].set(y)
-        return out.at[rows, a_idx].set(_gather(y, dst_idx))
-
-    return merge, unmerge
+    plan = random_plan(metric, r, key)
+    return plan_closures(plan, *metric.shape[:2])
 
 
 # ----------------------------------------------------------------------------- helpers

@@ -120,7 +120,7 @@ def numpy_vit(sd, images, r, prop_attn, heads=3, patch=4):
     return x[:, 0] @ sd["head.weight"].T + sd["head.bias"], size
 
 
-@pytest.mark.parametrize("r", [16, (16, -1), (13, 0.5), [20, 10, 4]])
+@pytest.mark.parametrize("r", [16, (16, -1), (13, 0.5), [20, 10, 4, 0]])
 @pytest.mark.parametrize("prop_attn", [True, False])
 def test_tome_matches_numpy_restatement(r, prop_attn):
     sd = load_file(os.path.join(FIXTURES, "vit_cls.safetensors"))

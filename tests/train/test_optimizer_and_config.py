@@ -4,9 +4,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import tome_jax
+
 from configs.vit_b_tome import get_config
 from tome_jax.train import optimizer
-from tome_jax.train.config import parse_arg
+from configs.common import parse_arg
 
 
 def test_parse_arg_types_and_unknown_names():
@@ -36,16 +38,18 @@ def test_other_recipes():
     assert set(finetune.keys()) == set(deit.keys()) == set(get_config().keys())
 
 
-def test_weight_decay_mask_and_layer_decay():
+def test_weight_decay_mask_and_layer_decay_come_from_the_model():
+    model = tome_jax.create_model("vit_tiny_patch16_224", img_size=8, patch_size=4, embed_dim=8, depth=2,
+                                  num_heads=2, num_classes=3)
     params = {"pos_embed": jnp.zeros((1, 5, 4)), "cls_token": jnp.zeros((1, 1, 4)),
               "patch_embed": {"proj": {"kernel": jnp.zeros((2, 2, 3, 4))}},
               "blocks": {0: {"attn": {"qkv": {"kernel": jnp.zeros((4, 12)), "bias": jnp.zeros(12)}}},
                          1: {"mlp": {"fc1": {"kernel": jnp.zeros((4, 8))}}}},
               "head": {"kernel": jnp.zeros((4, 3))}}
-    mask = optimizer.weight_decay_mask(params)
+    mask = model.weight_decay_mask(params)
     assert not mask["pos_embed"] and not mask["cls_token"] and not mask["blocks"][0]["attn"]["qkv"]["bias"]
     assert mask["blocks"][0]["attn"]["qkv"]["kernel"] and mask["head"]["kernel"]
-    scales = optimizer.layer_decay_scales(params, depth=2, decay=0.5)
+    scales = optimizer.layer_decay_scales(model.layer_ids(params), depth=2, decay=0.5)
     assert scales["head"]["kernel"] == 1.0
     assert scales["blocks"][1]["mlp"]["fc1"]["kernel"] == 0.5
     assert scales["blocks"][0]["attn"]["qkv"]["kernel"] == 0.25

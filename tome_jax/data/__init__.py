@@ -9,30 +9,22 @@ Knows nothing about models or training. Typical use:
   images, targets = mixup_cutmix(images, onehot, key)  # on device, inside the jitted step
 """
 
-from tome_jax.data.config import DataConfig, default_config, resolve_config
-from tome_jax.data.mixup import mixup_cutmix
-from tome_jax.data.pipeline import make_dataset
-from tome_jax.data.sources import (
-    ArraySource,
-    DatasetNotFoundError,
-    ImageFolderSource,
-    Source,
-    TfdsSource,
-    load_digits,
-    make_source,
-)
+import importlib
 
-__all__ = [
-    "ArraySource",
-    "DataConfig",
-    "DatasetNotFoundError",
-    "ImageFolderSource",
-    "Source",
-    "TfdsSource",
-    "default_config",
-    "load_digits",
-    "make_dataset",
-    "make_source",
-    "mixup_cutmix",
-    "resolve_config",
-]
+_LAZY = {  # loaded on first use, so `tome_jax.data.config` (read by recipes) needs no grain
+    "DataConfig": "tome_jax.data.config", "default_config": "tome_jax.data.config",
+    "resolve_config": "tome_jax.data.config", "mixup_cutmix": "tome_jax.data.mixup",
+    "make_dataset": "tome_jax.data.pipeline", "ArraySource": "tome_jax.data.sources",
+    "DatasetNotFoundError": "tome_jax.data.sources", "ImageFolderSource": "tome_jax.data.sources",
+    "Source": "tome_jax.data.sources", "TfdsSource": "tome_jax.data.sources",
+    "load_digits": "tome_jax.data.sources", "make_source": "tome_jax.data.sources",
+}
+__all__ = sorted(_LAZY)
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'tome_jax.data' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value

@@ -1,7 +1,8 @@
-"""Flax NNX Vision Transformers with Token Merging."""
+"""Flax NNX models with token reduction: the shared encoder, model families and the registry."""
 
-from tome_jax.models.registry import MODELS, create_model, list_models
-from tome_jax.models.vit import Attention, Block, Mlp, PatchEmbed, VisionTransformer
+from tome_jax.models.encoder import Attention, Block, Encoder, EncoderOutput, Mlp
+from tome_jax.models.registry import create_model, list_models, register_model
+from tome_jax.models.vit import PatchEmbed, VisionTransformer
 
-__all__ = ["MODELS", "create_model", "list_models", "Attention", "Block", "Mlp", "PatchEmbed",
-           "VisionTransformer"]
+__all__ = ["Attention", "Block", "Encoder", "EncoderOutput", "Mlp", "PatchEmbed", "VisionTransformer",
+           "create_model", "list_models", "register_model"]

@@ -8,7 +8,8 @@ it, so "images/s at r" means one thing everywhere.
 
     forward = CompiledForward(model)
     logits = forward(images, r=16)             # compiles on first use of r=16
-    fn, state = forward.compiled(r=16)         # the jitted pure function and its state
+    fn, params, rest = forward.compiled(r=16)  # the jitted pure function and the model's state
+    logits = fn(params, rest, images)          # params: nnx.Param state (e.g. a train state's)
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def _call(model, *args):
 
 
 class CompiledForward:
-    """Cache of jitted `apply(model, *args)`, one entry per model graph (= per schedule).
+    """Cache of jitted `apply(model, *args)`, one entry per model graph (= per schedule and mode).
 
     apply: what to run (default `model(*args)`), e.g. `lambda m, batch: m(batch["image"])`.
     `traces[key]` counts how often each schedule was traced (the Python body runs only while JAX
@@ -39,21 +40,22 @@ class CompiledForward:
         self.traces: collections.Counter = collections.Counter()
         self._cache: dict = {}
 
-    def compiled(self, r: Any = None) -> tuple[Callable, Any]:
-        """(jitted fn(state, *args), state) for schedule `r` (None: the model's current one)."""
+    def compiled(self, r: Any = None) -> tuple[Callable, Any, Any]:
+        """(jitted fn(params, rest, *args), params, rest) for schedule `r` (None: the model's current
+        one); params / rest are the model's current nnx.Param state and the remaining state."""
         if r is not None:
             self.model.r = r
-        graphdef, state = nnx.split(self.model)
+        graphdef, params, rest = nnx.split(self.model, nnx.Param, ...)
         if graphdef not in self._cache:
-            key = self.model.reduction if hasattr(self.model, "reduction") else graphdef
+            key = getattr(self.model, "reduction", None) or graphdef
 
-            def forward(state, *args):
+            def forward(params, rest, *args):
                 self.traces[key] += 1  # runs at trace time only
-                return self.apply(nnx.merge(graphdef, state), *args)
+                return self.apply(nnx.merge(graphdef, params, rest), *args)
 
             self._cache[graphdef] = jax.jit(forward)
-        return self._cache[graphdef], state
+        return self._cache[graphdef], params, rest
 
     def __call__(self, *args, r: Any = None):
-        fn, state = self.compiled(r)
-        return fn(state, *args)
+        fn, params, rest = self.compiled(r)
+        return fn(params, rest, *args)

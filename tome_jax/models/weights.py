@@ -150,8 +150,11 @@ def to_timm_state_dict(sd: Mapping) -> dict[str, np.ndarray]:
 # ----------------------------------------------------------------------------- timm -> model
 
 
-def resample_pos_embed(pos_embed: np.ndarray, grid: int, num_prefix_tokens: int) -> np.ndarray:
-    """[1, P + g*g, C] -> [1, P + grid*grid, C], bicubic on the patch grid, prefix tokens kept."""
+def resample_pos_embed(pos_embed: np.ndarray, grid: int | tuple[int, int], num_prefix_tokens: int) -> np.ndarray:
+    """[1, P + g*g, C] -> [1, P + gh*gw, C], bicubic on the (square) patch grid, prefix tokens kept.
+
+    grid: the new (gh, gw), or one int for a square grid."""
+    grid_h, grid_w = (grid, grid) if isinstance(grid, int) else grid
     prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     old = int(round(np.sqrt(patches.shape[1])))
     if old * old != patches.shape[1]:
@@ -160,8 +163,8 @@ def resample_pos_embed(pos_embed: np.ndarray, grid: int, num_prefix_tokens: int)
             f"class/distill tokens ({num_prefix_tokens} prefix tokens expected).")
     dim = patches.shape[-1]
     patches = jax.image.resize(jnp.asarray(patches, jnp.float32).reshape(old, old, dim),
-                               (grid, grid, dim), method="bicubic", antialias=True)
-    return np.concatenate([prefix, np.asarray(patches).reshape(1, grid * grid, dim)], axis=1)
+                               (grid_h, grid_w, dim), method="bicubic", antialias=True)
+    return np.concatenate([prefix, np.asarray(patches).reshape(1, grid_h * grid_w, dim)], axis=1)
 
 
 def _timm_name(path: tuple) -> str:
@@ -213,7 +216,7 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     flat = dict(nnx.to_flat_state(state))
     skip = tuple(skip)
     missing, mismatched, resampled, updates = [], [], [], {}
-    grid = model.img_size // model.patch_size
+    grid = model.grid_size
     for path, param in flat.items():
         name = _timm_name(path)
         if skip and name.startswith(skip):

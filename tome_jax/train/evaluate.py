@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import os
-import statistics
-import time
 
 import jax
 import ml_collections
@@ -15,21 +13,11 @@ from tqdm import tqdm
 
 import tome_jax
 from tome_jax import data as data_lib
-from tome_jax.train import loop
+from tome_jax import timing
+from tome_jax.models.compiled import CompiledForward
+from tome_jax.train import loop, tasks
 from tome_jax.train import sharding as sharding_lib
 from tome_jax.train.checkpoint import Checkpointer
-
-
-def images_per_second(forward, params, images, *, repeats: int = 10) -> float:
-    """Median images/s of a jitted forward(params, images); compile and warm-up excluded."""
-    jax.block_until_ready(forward(params, images))  # compile
-    jax.block_until_ready(forward(params, images))  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(forward(params, images))
-        times.append(time.perf_counter() - start)
-    return images.shape[0] / statistics.median(times)
 
 
 def load_model(config: ml_collections.ConfigDict, workdir: str | None, weights: str | None):
@@ -54,25 +42,32 @@ def load_model(config: ml_collections.ConfigDict, workdir: str | None, weights: 
 
 def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_size: int,
           repeats: int = 10) -> list[dict]:
-    """Top-1/top-5 on the eval split, images/s and GFLOPs for each r."""
+    """The task's eval metrics (top-1/top-5, or mAP, ...) on the eval split, images/s and GFLOPs per r.
+
+    Every r compiles one eval forward and one plain forward (`CompiledForward`); throughput is timed
+    with `tome_jax.timing.time_interleaved` over all r values in interleaved rounds (compile and
+    warm-up excluded), so load from other processes hits every r alike."""
+    task = tasks.make_task(config)
     mesh = sharding_lib.make_mesh(1)
     batch_sharding = sharding_lib.batch_sharding(mesh)
     dataset = data_lib.make_dataset(config.data, config.data.split_eval, global_batch_size=batch_size,
                                     train=False, seed=config.seed)
     timing_images = jax.device_put(next(iter(dataset))["image"], batch_sharding)
-    results = []
+    model.eval()
+    evaluator, forward = CompiledForward(model, task.eval_batch), CompiledForward(model)
+    results, candidates = [], {}
     for r in tqdm(r_values, desc="r sweep", disable=jax.process_index() != 0):
-        graphdef, rest = loop.eval_forward(model, r)
-        params = nnx.state(model, nnx.Param)
-        eval_step = jax.jit(loop.make_eval_step(graphdef, rest))
-        accuracy = loop.evaluate(eval_step, params, dataset, batch_sharding)
-        forward = jax.jit(lambda p, x, g=graphdef, s=rest: nnx.merge(g, p, s)(x))
-        results.append({
-            "r": r, "top1": accuracy["top1"], "top5": accuracy["top5"], "examples": accuracy["count"],
-            "images_per_sec": images_per_second(forward, params, timing_images, repeats=repeats),
-            "gflops": tome_jax.count_flops(model, r=r) / 1e9,
-            "tokens_out": tome_jax.models.flops.token_counts(model, r)[-1],
-        })
+        eval_fn, params, rest = evaluator.compiled(r)
+        metrics = loop.evaluate(task, eval_fn, params, rest, dataset, batch_sharding)
+        fn, params, rest = forward.compiled(r)
+        candidates[str(r)] = timing.blocking(fn, params, rest, timing_images)
+        counts = model.token_counts(r)
+        results.append({"r": r, **{k: v for k, v in metrics.items() if k != "count"},
+                        "examples": metrics["count"], "gflops": tome_jax.count_flops(model, r=r) / 1e9,
+                        "tokens_out": counts[-1]})
+    stats = timing.time_interleaved(candidates, repeats=repeats, warmup=1)
+    for row in results:
+        row["images_per_sec"] = timing_images.shape[0] / stats[str(row["r"])].median
     base = results[0]["images_per_sec"]
     for row in results:
         row["speedup"] = row["images_per_sec"] / base

@@ -23,10 +23,13 @@ from flax import nnx
 from tqdm import tqdm
 
 import tome_jax
+from jax.experimental import multihost_utils
+
 from tome_jax import data as data_lib
-from tome_jax.models.vit import VisionTransformer
+from tome_jax.models.compiled import CompiledForward
 from tome_jax.train import optimizer as optimizer_lib
 from tome_jax.train import sharding as sharding_lib
+from tome_jax.train import tasks
 from tome_jax.train.checkpoint import Checkpointer
 from tome_jax.train.metrics import MetricWriter
 
@@ -44,15 +47,25 @@ class TrainState:
 # ----------------------------------------------------------------------------- building blocks
 
 
-def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True) -> VisionTransformer:
-    """The recipe's model: `config.model_name` + `config.model` overrides + `config.tome`."""
-    kwargs = config.model.to_dict()
+def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True) -> nnx.Module:
+    """The recipe's model from the registry: `config.model_name` + `config.model` overrides +
+    `config.tome` (r, method, prop_attn). A field set to None keeps the model's (or its tag's)
+    default, e.g. `.mae` models' prop_attn=False."""
+    kwargs = {k: v for k, v in config.model.to_dict().items() if v is not None}
     dtype = kwargs.pop("dtype", "float32")
     if dtype not in _DTYPES:
         raise ValueError(f"model.dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
-    model = tome_jax.create_model(
-        config.model_name, r=_schedule(config.tome.r), prop_attn=config.tome.prop_attn,
-        dtype=_DTYPES[dtype], rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
+    for key in ("img_size", "init_values"):
+        if isinstance(kwargs.get(key), list):
+            kwargs[key] = tuple(kwargs[key])
+    tome = config.tome
+    kwargs["r"] = _schedule(tome.r)
+    if tome.get("method") is not None:
+        kwargs["reduction_method"] = tome.method
+    if tome.get("prop_attn") is not None:
+        kwargs["prop_attn"] = tome.prop_attn
+    model = tome_jax.create_model(config.model_name, dtype=_DTYPES[dtype],
+                                  rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
     if load_weights and config.init.weights:
         tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
     return model
@@ -63,72 +76,52 @@ def _schedule(r):
     return list(r) if isinstance(r, list) else r
 
 
-def split_model(model: VisionTransformer):
-    """(graphdef, params, rest): rest holds the dropout RNG streams, re-seeded every step."""
+def split_model(model: nnx.Module):
+    """(graphdef, params, rest): rest holds the RNG streams, re-seeded every step."""
     return nnx.split(model, nnx.Param, ...)
 
 
-def eval_forward(model: VisionTransformer, r) -> tuple[Any, Any]:
-    """(graphdef, rest) of `model` in eval mode with ToMe schedule r (one compile per r)."""
-    model.eval()
-    model.r = _schedule(r)
-    graphdef, _, rest = split_model(model)
-    return graphdef, rest
-
-
-def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigDict, num_classes: int):
+def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigDict, task: tasks.Task):
     base_key = jax.random.key(config.seed)
-    mixup = config.mixup
 
     def train_step(state: TrainState, batch: dict):
-        mix_key, drop_key = jax.random.split(jax.random.fold_in(base_key, state.step))
-        targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), config.label_smoothing)
-        images, targets = data_lib.mixup_cutmix(batch["image"], targets, mix_key, mixup.mixup_alpha,
-                                                mixup.cutmix_alpha, mixup.switch_prob)
-        mask = batch["mask"].astype(jnp.float32)
+        task_key, drop_key = jax.random.split(jax.random.fold_in(base_key, state.step))
 
         def loss_fn(params):
             # A fresh copy of the RNG variables (merge would reuse the originals), re-seeded per step
-            # so dropout / drop-path masks depend only on (seed, step): a resumed run is identical.
+            # so dropout / drop-path masks and random matchings depend only on (seed, step): a resumed
+            # run is identical.
             model = nnx.merge(graphdef, params, jax.tree.map(lambda v: v, rest))
-            nnx.reseed(model, dropout=drop_key)
-            logits = model(images).astype(jnp.float32)
-            loss = (optax.softmax_cross_entropy(logits, targets) * mask).sum() / jnp.maximum(mask.sum(), 1)
-            return loss, logits
+            nnx.reseed(model, dropout=drop_key, reduction=jax.random.fold_in(drop_key, 1))
+            return task.loss(model, batch, task_key)
 
-        (loss, logits), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = state.ema_params
         if config.optimizer.ema_decay > 0:
             ema = optimizer_lib.ema_update(ema, params, config.optimizer.ema_decay)
-        correct = (logits.argmax(-1) == batch["label"]) * mask
-        metrics = {"loss": loss, "accuracy": correct.sum() / jnp.maximum(mask.sum(), 1),
-                   "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
+        metrics = {"loss": loss, **metrics, "grad_norm": optax.tree.norm(grads), "lr": schedule(state.step)}
         return state.replace(step=state.step + 1, params=params, opt_state=opt_state, ema_params=ema), metrics
 
     return train_step
 
 
-def make_eval_step(graphdef, rest):
-    def eval_step(params, batch: dict) -> dict:
-        logits = nnx.merge(graphdef, params, rest)(batch["image"])
-        top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
-        hits = top == batch["label"][:, None]
-        mask = batch["mask"]
-        return {"top1": (hits[:, 0] & mask).sum(), "top5": (hits.any(-1) & mask).sum(), "count": mask.sum()}
-
-    return eval_step
+def _to_host(value) -> np.ndarray:
+    """A (possibly multi-host, batch-sharded) array as one NumPy array on every host."""
+    if isinstance(value, jax.Array) and not value.is_fully_replicated and jax.process_count() > 1:
+        return np.asarray(multihost_utils.process_allgather(value, tiled=True))
+    return np.asarray(value)
 
 
-def evaluate(eval_step, params, dataset, batch_sharding) -> dict:
-    """One pass over `dataset` -> {"top1": %, "top5": %, "count": n} over the unmasked examples."""
-    totals = {"top1": 0, "top5": 0, "count": 0}
+def evaluate(task: tasks.Task, eval_fn, params, rest, dataset, batch_sharding) -> dict:
+    """One pass over `dataset` with eval_fn(params, rest, batch) (a `CompiledForward` of
+    `task.eval_batch`) -> the task's metrics over the unmasked examples."""
+    totals = None
     for local in dataset:
-        out = eval_step(params, sharding_lib.global_batch(local, batch_sharding))
-        totals = {k: totals[k] + int(out[k]) for k in totals}
-    n = max(totals["count"], 1)
-    return {"top1": 100.0 * totals["top1"] / n, "top5": 100.0 * totals["top5"] / n, "count": totals["count"]}
+        out = eval_fn(params, rest, sharding_lib.global_batch(local, batch_sharding))
+        totals = tasks.accumulate(totals, jax.tree.map(_to_host, out))
+    return tasks.finish(task, totals)
 
 
 def _total_steps(config, num_train: int) -> tuple[int, int]:
@@ -161,12 +154,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                     train=False, seed=config.seed, source=eval_source)
     total_steps, warmup_steps = _total_steps(config, len(train_source))
 
+    task = tasks.make_task(config)
     model = build_model(config)
-    num_classes = model.num_classes
+    # The eval forward (eval mode, the recipe's schedule), compiled once; then train mode.
+    evaluator = CompiledForward(model, task.eval_batch)
+    model.eval()
+    eval_fn, _, eval_rest = evaluator.compiled()
     model.train()
     graphdef, params, rest = split_model(model)
-    tx, schedule = optimizer_lib.make_optimizer(config.optimizer, params, depth=model.depth,
-                                                total_steps=total_steps, warmup_steps=warmup_steps)
+    tx, schedule = optimizer_lib.make_optimizer(
+        config.optimizer, params, layer_ids=model.layer_ids(params), depth=model.depth,
+        decay_mask=model.weight_decay_mask(params), total_steps=total_steps, warmup_steps=warmup_steps)
 
     def init_state(params):
         ema = jax.tree.map(lambda p: p.astype(jnp.float32), params) if config.optimizer.ema_decay > 0 else {}
@@ -189,11 +187,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "config.json"), "w") as f:
             f.write(config.to_json_best_effort(indent=2))
 
-    train_step = jax.jit(make_train_step(graphdef, rest, tx, schedule, config, num_classes),
+    train_step = jax.jit(make_train_step(graphdef, rest, tx, schedule, config, task),
                          in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
                          donate_argnums=0)
-    eval_graphdef, eval_rest = eval_forward(model, config.tome.r)
-    eval_step = jax.jit(make_eval_step(eval_graphdef, eval_rest))
     writer = MetricWriter(workdir)
 
     step = int(state.step)
@@ -226,10 +222,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             interval_start, interval_steps = time.time(), 0
         if step % config.eval_every_steps == 0 or last:
             eval_params = state.ema_params if config.optimizer.ema_decay > 0 else state.params
-            eval_result = evaluate(eval_step, eval_params, eval_ds, batch_sharding)
+            eval_result = evaluate(task, eval_fn, eval_params, eval_rest, eval_ds, batch_sharding)
             writer.write(step, {f"eval/{k}": v for k, v in eval_result.items()})
             if lead:
-                tqdm.write(f"step {step}: eval top1 {eval_result['top1']:.2f}% top5 {eval_result['top5']:.2f}%")
+                shown = " ".join(f"{k} {v:.4g}" for k, v in eval_result.items() if k != "count")
+                tqdm.write(f"step {step}: eval {shown} ({eval_result.get('count')} examples)")
             interval_start = time.time()  # eval time is not training throughput
         if step % config.checkpoint_every_steps == 0 or last:
             if bool(nonfinite):
@@ -241,8 +238,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     writer.close()
 
     summary = {
-        "model": config.model_name, "tome_r": config.tome.r, "steps": total_steps,
-        "eval_top1": eval_result.get("top1"), "eval_top5": eval_result.get("top5"),
+        "model": config.model_name, "task": config.get("task", "classification"), "tome_r": config.tome.r,
+        "tome_method": model.reduction_method, "steps": total_steps,
+        **{f"eval_{k}": v for k, v in eval_result.items() if k != "count"},
         "train_images_per_sec": float(np.median(train_rate)) if train_rate else None,
         "gflops_per_image": tome_jax.count_flops(model) / 1e9,
         "wall_time_sec": time.time() - start_time, "devices": jax.device_count(),

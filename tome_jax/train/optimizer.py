@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 import jax
 import jax.numpy as jnp
 import ml_collections
 import optax
 
-# timm's no_weight_decay(): tokens and position embeddings, plus every bias and norm scale (ndim <= 1).
-_NO_DECAY = ("pos_embed", "cls_token", "dist_token")
 
+def layer_decay_scales(layer_ids, depth: int, decay: float):
+    """Per-parameter lr multipliers decay^(depth + 1 - layer_id) (BEiT / MAE fine-tuning).
 
-def _names(params) -> dict:
-    """A tree like params whose leaves are the timm-style dotted names."""
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path), params)
-
-
-def weight_decay_mask(params):
-    return jax.tree.map(lambda name, p: p.ndim > 1 and name.split(".")[0] not in _NO_DECAY,
-                        _names(params), params)
-
-
-def layer_id(name: str, depth: int) -> int:
-    """0 for the embeddings, i + 1 for blocks.i, depth + 1 for the final norm and head."""
-    if name.split(".")[0] in ("patch_embed", "cls_token", "dist_token", "pos_embed"):
-        return 0
-    match = re.match(r"blocks\.(\d+)\.", name)
-    return int(match.group(1)) + 1 if match else depth + 1
-
-
-def layer_decay_scales(params, depth: int, decay: float):
-    """Per-parameter lr multipliers decay^(depth + 1 - layer_id) (BEiT / MAE fine-tuning)."""
-    return jax.tree.map(lambda name: decay ** (depth + 1 - layer_id(name, depth)), _names(params))
+    layer_ids: a tree of ints like the parameters, from the model (`model.layer_ids(params)`):
+    0 for the stem, i + 1 for block i, depth + 1 for the head."""
+    return jax.tree.map(lambda layer: decay ** (depth + 1 - layer), layer_ids)
 
 
 def _scale_by_tree(scales) -> optax.GradientTransformation:
@@ -51,19 +30,22 @@ def learning_rate_schedule(opt: ml_collections.ConfigDict, total_steps: int, war
         decay_steps=max(total_steps, warmup_steps + 1), end_value=opt.min_lr)
 
 
-def make_optimizer(opt: ml_collections.ConfigDict, params, *, depth: int, total_steps: int,
-                   warmup_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
-    """The recipe's `optimizer` config -> (optax transformation, lr schedule)."""
+def make_optimizer(opt: ml_collections.ConfigDict, params, *, layer_ids, decay_mask, depth: int,
+                   total_steps: int, warmup_steps: int) -> tuple[optax.GradientTransformation, optax.Schedule]:
+    """The recipe's `optimizer` config -> (optax transformation, lr schedule).
+
+    layer_ids / decay_mask: trees like `params` from the model (`model.layer_ids(params)`,
+    `model.weight_decay_mask(params)`): the model says which layer a parameter belongs to and which
+    parameters are exempt from weight decay, so no parameter-name patterns live here."""
     if opt.name != "adamw":
         raise ValueError(f"optimizer.name={opt.name!r} is not supported; use 'adamw'.")
     schedule = learning_rate_schedule(opt, total_steps, warmup_steps)
     parts = []
     if opt.clip_norm > 0:
         parts.append(optax.clip_by_global_norm(opt.clip_norm))
-    parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay,
-                             mask=weight_decay_mask(params)))
+    parts.append(optax.adamw(schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=decay_mask))
     if opt.layer_decay > 0:
-        parts.append(_scale_by_tree(layer_decay_scales(params, depth, opt.layer_decay)))
+        parts.append(_scale_by_tree(layer_decay_scales(layer_ids, depth, opt.layer_decay)))
     return optax.chain(*parts), schedule
 
 

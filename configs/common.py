@@ -1,8 +1,11 @@
-"""Config helpers for recipes in `configs/` (big_vision style)."""
+"""Shared pieces of the recipes. Imports only ml_collections (and the data defaults, which need
+nothing else), so reading a recipe never starts the training stack (big_vision's configs/common.py)."""
 
 from __future__ import annotations
 
 import ml_collections
+
+from tome_jax.data.config import default_config as data_config  # noqa: F401  (re-exported for recipes)
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

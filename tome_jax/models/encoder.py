@@ -1,0 +1,262 @@
+"""The transformer trunk shared by every model family: blocks with token reduction.
+
+`Encoder` owns `blocks.i` (timm names) and the model's `TokenReduction`; a family subclasses it,
+adds a stem (how inputs become tokens: 2-D patches, 3-D tubelets, spectrogram patches, MAE's
+visible tokens) and a head, and calls `self.encode(tokens)`. ToMe is a property of the module:
+`model.r` (int, `(r, inflect)`, a per-layer list or a fraction), `model.prop_attn`,
+`model.trace_source` and `model.reduction_method` are plain attributes, static under jit, so each
+schedule compiles once. Each block reduces between attention and MLP (docs/semantics.md).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from tome_jax import merge as tome
+from tome_jax.models.attention import dot_product_attention
+from tome_jax.reduction import TokenReduction, resolve_schedule
+
+trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
+
+
+def linear(din: int, dout: int, *, rngs: nnx.Rngs, dtype, use_bias: bool = True) -> nnx.Linear:
+    return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=trunc_normal, dtype=dtype, rngs=rngs)
+
+
+def layer_norm(dim: int, *, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
+    return nnx.LayerNorm(dim, epsilon=1e-6, dtype=dtype, rngs=rngs)
+
+
+def param_names(params) -> Any:
+    """A tree like `params` whose leaves are the timm-style dotted names ("blocks.3.attn.qkv.kernel")."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: ".".join(str(getattr(k, "key", getattr(k, "idx", k))) for k in path), params)
+
+
+class LayerScale(nnx.Module):
+    """Per-channel scale `gamma` (timm `ls1` / `ls2`)."""
+
+    def __init__(self, dim: int, init_value: float):
+        self.gamma = nnx.Param(jnp.full((dim,), init_value, jnp.float32))
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        return x * self.gamma[...].astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    """Multi-head self-attention that also returns ToMe's metric (keys averaged over heads)."""
+
+    def __init__(self, dim: int, num_heads: int, *, qkv_bias: bool = True, proj_drop: float = 0.0,
+                 rngs: nnx.Rngs, dtype=None):
+        if dim % num_heads:
+            raise ValueError(f"embed_dim {dim} is not divisible by num_heads {num_heads}.")
+        self.num_heads = num_heads
+        self.qkv = linear(dim, 3 * dim, use_bias=qkv_bias, rngs=rngs, dtype=dtype)
+        self.proj = linear(dim, dim, rngs=rngs, dtype=dtype)
+        self.proj_drop = nnx.Dropout(proj_drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array, size: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """x: [B, T, C]; size: [B, T, 1] token sizes for proportional attention, or None.
+
+        Returns (out [B, T, C], metric [B, T, C // heads]).
+        """
+        batch, tokens, dim = x.shape
+        qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
+        metric = qkv[:, :, 1].astype(jnp.float32).mean(axis=2)  # keys averaged over heads: [B, T, D]
+        q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # [B, H, T, D] each
+        # Proportional attention: a key that stands for s tokens counts s times.
+        bias = None if size is None else jnp.log(size)[:, None, None, :, 0].astype(q.dtype)
+        out = dot_product_attention(q, k, v, bias).transpose(0, 2, 1, 3)
+        out = self.proj_drop(self.proj(out.reshape(batch, tokens, dim)))
+        return out, metric
+
+
+class Mlp(nnx.Module):
+    """fc1 -> GELU (exact, as torch) -> fc2, with timm's `mlp.fc1` / `mlp.fc2` names."""
+
+    def __init__(self, dim: int, hidden: int, *, drop: float = 0.0, rngs: nnx.Rngs, dtype=None):
+        self.fc1 = linear(dim, hidden, rngs=rngs, dtype=dtype)
+        self.fc2 = linear(hidden, dim, rngs=rngs, dtype=dtype)
+        self.drop = nnx.Dropout(drop, rngs=rngs)
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        x = self.drop(jax.nn.gelu(self.fc1(x), approximate=False))
+        return self.drop(self.fc2(x))
+
+
+class Block(nnx.Module):
+    """Pre-norm transformer block; the token reduction runs between attention and MLP."""
+
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
+                 init_values: float | None = None, drop: float = 0.0, drop_path: float = 0.0,
+                 rngs: nnx.Rngs, dtype=None):
+        self.norm1 = layer_norm(dim, rngs=rngs, dtype=dtype)
+        self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop, rngs=rngs, dtype=dtype)
+        self.ls1 = LayerScale(dim, init_values) if init_values else None
+        self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, rngs=rngs, dtype=dtype)
+        self.ls2 = LayerScale(dim, init_values) if init_values else None
+        # Stochastic depth = dropout of a whole sample's residual branch.
+        self.drop_path = nnx.Dropout(drop_path, broadcast_dims=(1, 2), rngs=rngs)
+
+    def __call__(self, x: jax.Array, size: jax.Array | None, source: jax.Array | None,
+                 reduction: TokenReduction, layer: int, key: jax.Array | None = None):
+        """x: [B, T, C]; size: [B, T, 1] or None; source: [B, T, T0] or None.
+
+        Returns (x, size, source) with T' tokens and this layer's MergePlan (None: nothing merged).
+        """
+        out, metric = self.attn(self.norm1(x), size if reduction.prop_attn else None)
+        x = x + self.drop_path(out if self.ls1 is None else self.ls1(out))
+        plan = reduction.plan(layer, metric, key)
+        x, size, source = reduction.reduce(plan, x, size, source)
+        out = self.mlp(self.norm2(x))
+        x = x + self.drop_path(out if self.ls2 is None else self.ls2(out))
+        return x, size, source, plan
+
+
+class EncoderOutput(NamedTuple):
+    """What the encoder returns: tokens [B, T', C], sizes [B, T', 1] (ones when nothing merged),
+    sources [B, T', T] or None, and one MergePlan (or None) per block, to undo the merges."""
+
+    x: jax.Array
+    size: jax.Array
+    source: jax.Array | None
+    plans: tuple
+
+
+class Encoder(nnx.Module):
+    """Transformer blocks with token reduction; model families subclass it.
+
+    A subclass builds its stem, then calls `Encoder.__init__(self, ...)` with the number of tokens
+    the stem produces (for fractional r and FLOP counts) and which prefix tokens are protected, then
+    builds its head. Class attributes name the family's parameters for the optimizer:
+    `stem_params` (layer 0 of layer-wise lr decay) and `no_weight_decay_params`.
+    """
+
+    stem_params: tuple[str, ...] = ()
+    no_weight_decay_params: tuple[str, ...] = ()
+
+    def __init__(self, *, embed_dim: int, depth: int, num_heads: int, num_tokens: int,
+                 mlp_ratio: float = 4.0, qkv_bias: bool = True, init_values: float | None = None,
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, class_token: bool = False,
+                 distill_token: bool = False, r: Any = 0, reduction_method: str = "bipartite",
+                 prop_attn: bool = True, trace_source: bool = False, dtype=None, rngs: nnx.Rngs):
+        self.embed_dim, self.depth, self.num_tokens = embed_dim, depth, num_tokens
+        self.blocks = nnx.List([
+            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
+                  drop=drop_rate, drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype)
+            for i in range(depth)
+        ])
+        # Keys of the "random" method; re-seeded by the train loop every step.
+        self.reduction_rngs = nnx.Rngs(reduction=0)
+        self._reduction = TokenReduction(method=reduction_method, prop_attn=prop_attn,
+                                         trace_source=trace_source, class_token=class_token,
+                                         distill_token=distill_token)
+        self.r = r
+
+    # --- token reduction: one hashable value, with shorthands -------------------------------------
+
+    @property
+    def reduction(self) -> TokenReduction:
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value: TokenReduction):
+        if len(value.r) != self.depth:
+            raise ValueError(f"reduction.r has {len(value.r)} entries for {self.depth} blocks.")
+        self._reduction = value
+
+    @property
+    def r(self):
+        """The schedule as set: int, (r, inflect), a per-layer list or a fraction."""
+        return list(self._r) if self._r_is_list else self._r
+
+    @r.setter
+    def r(self, value):
+        per_layer = resolve_schedule(value, self.depth, self.num_tokens, self._reduction)  # validates now
+        self._r_is_list = isinstance(value, list)
+        self._r = tuple(value) if self._r_is_list else value
+        self._reduction = dataclasses.replace(self._reduction, r=per_layer)
+
+    @property
+    def r_per_layer(self) -> list[int]:
+        """The schedule's r of each block, before the per-block clamp."""
+        return list(self._reduction.r)
+
+    def _set(self, **changes):
+        self._reduction = dataclasses.replace(self._reduction, **changes)
+        if "method" in changes:
+            self.r = self.r  # a fraction resolves against the new method's token counts
+
+    prop_attn = property(lambda self: self._reduction.prop_attn,
+                         lambda self, v: self._set(prop_attn=bool(v)))
+    trace_source = property(lambda self: self._reduction.trace_source,
+                            lambda self, v: self._set(trace_source=bool(v)))
+    reduction_method = property(lambda self: self._reduction.method,
+                                lambda self, v: self._set(method=v))
+
+    def token_counts(self, r: Any = None) -> list[int]:
+        """Tokens entering each block, then the final count (depth + 1 numbers)."""
+        reduction = self._reduction
+        if r is not None:
+            reduction = dataclasses.replace(reduction, r=resolve_schedule(r, self.depth, self.num_tokens, reduction))
+        return reduction.token_counts(self.num_tokens, self.depth)
+
+    # --- the forward --------------------------------------------------------------------------------
+
+    def encode(self, x: jax.Array, size: jax.Array | None = None,
+               source: jax.Array | None = None) -> EncoderOutput:
+        """x: [B, T, C] tokens, protected prefix tokens first -> EncoderOutput."""
+        reduction, plans = self._reduction, []
+        for layer, block in enumerate(self.blocks):
+            key = None
+            if reduction.method == "random" and reduction.layer_r(layer) > 0:
+                key = self.reduction_rngs.reduction()
+            x, size, source, plan = block(x, size, source, reduction, layer, key)
+            plans.append(plan)
+        if size is None:
+            size = jnp.ones((*x.shape[:2], 1), jnp.float32)
+        return EncoderOutput(x, size, source, tuple(plans))
+
+    @staticmethod
+    def unmerge(plans, y: jax.Array) -> jax.Array:
+        """Undo every merge: y [B, T', C] -> [B, T, C] (each token holds its final group's value)."""
+        for plan in reversed(plans):
+            if plan is not None:
+                y = tome.undo_plan(plan, y)
+        return y
+
+    # --- what the optimizer needs to know -------------------------------------------------------------
+
+    def layer_ids(self, params) -> Any:
+        """A tree like `params` (an nnx.State of this model) of layer indices for layer-wise lr decay:
+        0 for the stem, i + 1 for blocks.i, depth + 1 for everything after (norm, head, decoder)."""
+        def layer(name: str) -> int:
+            parts = name.split(".")
+            if parts[0] in self.stem_params:
+                return 0
+            if parts[0] == "blocks":
+                return int(parts[1]) + 1
+            return self.depth + 1
+        return jax.tree.map(layer, param_names(params))
+
+    def weight_decay_mask(self, params) -> Any:
+        """True where weight decay applies: matrices, except `no_weight_decay_params` (timm's rule:
+        no decay for biases, norm scales, tokens and position embeddings)."""
+        return jax.tree.map(lambda name, p: p.ndim > 1 and name.split(".")[0] not in self.no_weight_decay_params,
+                            param_names(params), params)
+
+    # --- FLOPs (paper convention: one multiply-add = one FLOP) -----------------------------------------
+
+    def stem_flops(self) -> float:
+        """FLOPs of one example's stem; a family with a matmul stem overrides this."""
+        return 0.0
+
+    def head_flops(self) -> float:
+        """FLOPs of one example's head; a family with a classifier overrides this."""
+        return 0.0

@@ -1,0 +1,160 @@
+"""What a training run optimizes and how it is evaluated: `config.task` picks one of `TASKS`.
+
+A task knows the loss (traced inside the jitted train step), what one eval batch contributes
+(traced inside the jitted eval step) and how the host turns the accumulated eval values into the
+reported metrics. The loop itself knows nothing about labels, classes or pixels.
+
+- "classification": softmax cross-entropy with label smoothing and mixup/cutmix; top-1 / top-5.
+- "multilabel": sigmoid cross-entropy on multi-hot labels [B, K] with mixup; mAP (and top-1 where
+  each example has exactly one positive label).
+- "reconstruction": the model's own loss hook, `model.reconstruction_loss(images, key) -> [B]`
+  (e.g. MAE pre-training); the eval reports the mean loss.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+
+from tome_jax import data as data_lib
+
+
+def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
+    mask = mask.astype(jnp.float32)
+    return (values * mask).sum() / jnp.maximum(mask.sum(), 1)
+
+
+class Task:
+    """Base: subclasses define `loss`, `eval_batch`, `finalize` and the headline metric."""
+
+    headline = "loss"
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+
+    def loss(self, model, batch: dict, key: jax.Array) -> tuple[jax.Array, dict]:
+        """-> (scalar loss, {name: scalar} train metrics). Traced inside the train step."""
+        raise NotImplementedError
+
+    def eval_batch(self, model, batch: dict) -> dict:
+        """-> {name: array}: scalars are summed over batches, arrays [B, ...] concatenated (masked rows
+        included; `finalize` drops them with the "mask" entry)."""
+        raise NotImplementedError
+
+    def finalize(self, totals: dict) -> dict:
+        """Accumulated eval values -> reported metrics (host side, NumPy)."""
+        raise NotImplementedError
+
+
+class Classification(Task):
+    headline = "top1"
+
+    def loss(self, model, batch, key):
+        config = self.config
+        targets = jax.nn.one_hot(batch["label"], model.num_classes)
+        targets = optax.smooth_labels(targets, config.label_smoothing)
+        images, targets = data_lib.mixup_cutmix(batch["image"], targets, key, config.mixup.mixup_alpha,
+                                                config.mixup.cutmix_alpha, config.mixup.switch_prob)
+        logits = model(images).astype(jnp.float32)
+        loss = _masked_mean(optax.softmax_cross_entropy(logits, targets), batch["mask"])
+        accuracy = _masked_mean(logits.argmax(-1) == batch["label"], batch["mask"])
+        return loss, {"accuracy": accuracy}
+
+    def eval_batch(self, model, batch):
+        logits = model(batch["image"])
+        top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
+        hits = top == batch["label"][:, None]
+        mask = batch["mask"]
+        return {"top1": (hits[:, 0] & mask).sum(), "top5": (hits.any(-1) & mask).sum(), "count": mask.sum()}
+
+    def finalize(self, totals):
+        n = max(int(totals["count"]), 1)
+        return {"top1": 100.0 * int(totals["top1"]) / n, "top5": 100.0 * int(totals["top5"]) / n,
+                "count": int(totals["count"])}
+
+
+class MultiLabel(Task):
+    headline = "mAP"
+
+    def loss(self, model, batch, key):
+        config = self.config
+        targets = batch["label"].astype(jnp.float32)
+        targets = targets * (1.0 - config.label_smoothing) + 0.5 * config.label_smoothing
+        images, targets = data_lib.mixup_cutmix(batch["image"], targets, key, config.mixup.mixup_alpha,
+                                                config.mixup.cutmix_alpha, config.mixup.switch_prob)
+        logits = model(images).astype(jnp.float32)
+        loss = _masked_mean(optax.sigmoid_binary_cross_entropy(logits, targets).mean(-1), batch["mask"])
+        return loss, {}
+
+    def eval_batch(self, model, batch):
+        return {"scores": jax.nn.sigmoid(model(batch["image"]).astype(jnp.float32)),
+                "labels": batch["label"], "mask": batch["mask"]}
+
+    def finalize(self, totals):
+        return multilabel_metrics(totals["scores"], totals["labels"], totals["mask"])
+
+
+def multilabel_metrics(scores: np.ndarray, labels: np.ndarray, mask: np.ndarray | None = None) -> dict:
+    """mAP (%) = mean over classes with at least one positive of the average precision (AudioSet's
+    convention); also top-1 (%) when every example has exactly one positive label."""
+    from sklearn.metrics import average_precision_score
+
+    keep = np.ones(len(scores), bool) if mask is None else np.asarray(mask, bool)
+    scores, labels = np.asarray(scores, np.float64)[keep], np.asarray(labels)[keep] > 0.5
+    present = labels.any(axis=0)
+    out = {"count": int(keep.sum()), "classes_scored": int(present.sum())}
+    out["mAP"] = 100.0 * float(average_precision_score(labels[:, present], scores[:, present], average="macro")) \
+        if present.any() else float("nan")
+    if (labels.sum(axis=1) == 1).all():
+        out["top1"] = 100.0 * float((scores.argmax(1) == labels.argmax(1)).mean())
+    return out
+
+
+class Reconstruction(Task):
+    headline = "loss"
+
+    def loss(self, model, batch, key):
+        return _masked_mean(model.reconstruction_loss(batch["image"], key), batch["mask"]), {}
+
+    def eval_batch(self, model, batch):
+        # A fixed key: the eval loss of a checkpoint is one number, whatever the step.
+        losses = model.reconstruction_loss(batch["image"], jax.random.key(0))
+        mask = batch["mask"]
+        return {"loss_sum": (losses * mask).sum(), "count": mask.sum()}
+
+    def finalize(self, totals):
+        return {"loss": float(totals["loss_sum"]) / max(int(totals["count"]), 1), "count": int(totals["count"])}
+
+
+TASKS = {"classification": Classification, "multilabel": MultiLabel, "reconstruction": Reconstruction}
+
+
+def make_task(config: ml_collections.ConfigDict) -> Task:
+    name = config.get("task", "classification")
+    if name not in TASKS:
+        raise ValueError(f"unknown config.task {name!r}; known tasks: {', '.join(TASKS)}.")
+    return TASKS[name](config)
+
+
+def accumulate(totals: dict | None, out: dict[str, Any]) -> dict:
+    """Host-side accumulation of `eval_batch` outputs: scalars summed, arrays concatenated."""
+    out = {k: np.asarray(v) for k, v in out.items()}
+    if totals is None:
+        return {k: (v if v.ndim == 0 else [v]) for k, v in out.items()}
+    for k, v in out.items():
+        if v.ndim == 0:
+            totals[k] = totals[k] + v
+        else:
+            totals[k].append(v)
+    return totals
+
+
+def finish(task: Task, totals: dict | None) -> dict:
+    if totals is None:
+        raise ValueError("the eval split gave no batches; check data.split_eval.")
+    return task.finalize({k: (np.concatenate(v) if isinstance(v, list) else v) for k, v in totals.items()})
