@@ -59,12 +59,14 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
     batch_sharding = sharding_lib.batch_sharding(mesh)
     dataset = data_lib.make_dataset(config.data, config.data.split_eval, global_batch_size=batch_size,
                                     train=False, seed=config.seed)
-    timing_images = jax.device_put(next(iter(dataset))["image"], batch_sharding)
+    data_cfg = data_lib.resolve_config(config.data)
+    timing_images = jax.device_put(data_lib.normalize(next(iter(dataset))["image"], data_cfg.mean, data_cfg.std),
+                                   batch_sharding)
     results = []
     for r in tqdm(r_values, desc="r sweep", disable=jax.process_index() != 0):
         graphdef, rest = loop.eval_forward(model, r)
         params = nnx.state(model, nnx.Param)
-        eval_step = jax.jit(loop.make_eval_step(graphdef, rest))
+        eval_step = jax.jit(loop.make_eval_step(graphdef, rest, config.data))
         accuracy = loop.evaluate(eval_step, params, dataset, batch_sharding)
         forward = jax.jit(lambda p, x, g=graphdef, s=rest: nnx.merge(g, p, s)(x))
         results.append({

@@ -79,11 +79,13 @@ def eval_forward(model: VisionTransformer, r) -> tuple[Any, Any]:
 def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigDict, num_classes: int):
     base_key = jax.random.key(config.seed)
     mixup = config.mixup
+    data_cfg = data_lib.resolve_config(config.data)
 
     def train_step(state: TrainState, batch: dict):
         mix_key, drop_key = jax.random.split(jax.random.fold_in(base_key, state.step))
         targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), config.label_smoothing)
-        images, targets = data_lib.mixup_cutmix(batch["image"], targets, mix_key, mixup.mixup_alpha,
+        images = data_lib.normalize(batch["image"], data_cfg.mean, data_cfg.std)  # uint8 -> float32
+        images, targets = data_lib.mixup_cutmix(images, targets, mix_key, mixup.mixup_alpha,
                                                 mixup.cutmix_alpha, mixup.switch_prob)
         mask = batch["mask"].astype(jnp.float32)
 
@@ -110,9 +112,12 @@ def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigD
     return train_step
 
 
-def make_eval_step(graphdef, rest):
+def make_eval_step(graphdef, rest, data_config):
+    data_cfg = data_lib.resolve_config(data_config)
+
     def eval_step(params, batch: dict) -> dict:
-        logits = nnx.merge(graphdef, params, rest)(batch["image"])
+        images = data_lib.normalize(batch["image"], data_cfg.mean, data_cfg.std)  # uint8 -> float32
+        logits = nnx.merge(graphdef, params, rest)(images)
         top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
         hits = top == batch["label"][:, None]
         mask = batch["mask"]
@@ -193,17 +198,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
                          donate_argnums=0)
     eval_graphdef, eval_rest = eval_forward(model, config.tome.r)
-    eval_step = jax.jit(make_eval_step(eval_graphdef, eval_rest))
+    eval_step = jax.jit(make_eval_step(eval_graphdef, eval_rest, config.data))
     writer = MetricWriter(workdir)
 
     step = int(state.step)
     first_step = step
     nonfinite = jnp.zeros((), bool)
     eval_result, train_rate = {}, []
+    data_wait = data_lib.InputWait()  # fraction of training time spent waiting for the input pipeline
     interval_start, interval_steps = time.time(), 0
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not lead, dynamic_ncols=True)
     while step < total_steps:
-        batch = sharding_lib.global_batch(next(train_iter), batch_sharding)
+        batch = sharding_lib.global_batch(data_wait.next(train_iter), batch_sharding)
         state, metrics = train_step(state, batch)
         nonfinite = nonfinite | ~jnp.isfinite(metrics["loss"])
         step += 1
@@ -221,7 +227,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             rate = interval_steps * config.batch_size / elapsed
             if step > first_step + 1:  # the first interval includes compilation
                 train_rate.append(rate)
-            writer.write(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/images_per_sec": rate})
+            wait = data_wait.end_interval(elapsed, count=step > first_step + 1)
+            writer.write(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/images_per_sec": rate,
+                                                                                 "train/data_wait_fraction": wait})
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", img_s=f"{rate:.0f}")
             interval_start, interval_steps = time.time(), 0
         if step % config.eval_every_steps == 0 or last:
@@ -244,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "model": config.model_name, "tome_r": config.tome.r, "steps": total_steps,
         "eval_top1": eval_result.get("top1"), "eval_top5": eval_result.get("top5"),
         "train_images_per_sec": float(np.median(train_rate)) if train_rate else None,
+        "data_wait_fraction": data_wait.fraction(),
         "gflops_per_image": tome_jax.count_flops(model) / 1e9,
         "wall_time_sec": time.time() - start_time, "devices": jax.device_count(),
         "processes": jax.process_count(),
@@ -252,4 +261,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(json.dumps(summary, indent=2))
+        if data_wait.warning():
+            tqdm.write("WARNING: " + data_wait.warning())
     return summary
