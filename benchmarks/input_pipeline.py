@@ -227,6 +227,7 @@ def bench_iterators(args, root: str) -> list[list]:
 
 
 def bench_stages(root: str, n: int = 200) -> list[list]:
+    import cv2  # pylint: disable=g-import-not-at-top
     import jax  # pylint: disable=g-import-not-at-top
 
     from tome_jax.data import codecs, transforms  # pylint: disable=g-import-not-at-top
@@ -261,7 +262,8 @@ def bench_stages(root: str, n: int = 200) -> list[list]:
         "crop + resize train, OpenCV": lambda: [ocv.crop_resize(a, b, 224) for a, b in zip(ocv_images, train_boxes)],
         "crop + resize eval, PIL bicubic": lambda: [pil.crop_resize(a, b, 224) for a, b in zip(pil_images, eval_boxes)],
         "crop + resize eval, OpenCV": lambda: [ocv.crop_resize(a, b, 224) for a, b in zip(ocv_images, eval_boxes)],
-        "flip, uint8 (in place)": lambda: transforms.hflip(batch_u8, flip),
+        "flip, uint8 NumPy (in-memory arrays)": lambda: transforms.hflip(batch_u8, flip),
+        "flip, OpenCV (files; in crop_resize)": lambda: [cv2.flip(a, 1) for a, f in zip(batch_u8, flip) if f],
         "float path: float32, np.where flip, normalize (host)": host_float_path,
         "normalize on device (jit, this CPU)": lambda: jax.block_until_ready(normalize(batch_u8)),
     }

@@ -1,8 +1,8 @@
 """Decode, crop and resize one image file to uint8: an OpenCV backend and the plain-PIL fallback.
 
 A backend turns an encoded file (bytes) or a decoded uint8 array `[H, W, C]` into a handle
-(`decode`), tells its size (`size`) and resamples an integer box of it to `S x S` (`crop_resize`,
-uint8 `[S, S, C]`). Both resample with PIL's antialiased filters: PIL itself, or OpenCV with the
+(`decode`), tells its size (`size`) and resamples an integer box of it to `S x S`, optionally
+mirrored (`crop_resize`, uint8 `[S, S, C]`). Both resample with PIL's antialiased filters: PIL itself, or OpenCV with the
 filter PIL uses when shrinking (the bicubic / triangle kernel stretched by the scale factor) applied
 with `sepFilter2D` before an unfiltered `resize`. On real photographs the OpenCV output differs from
 PIL's by ~0.4/255 on average (bicubic; bound tested: <= 1/255) at about a quarter of the cost, and
@@ -44,11 +44,13 @@ class PilBackend:
     def size(img: Image.Image) -> tuple[int, int]:
         return img.height, img.width
 
-    def crop_resize(self, img: Image.Image, box: np.ndarray, size: int) -> np.ndarray:
-        """box: int (y0, x0, y1, x1) -> uint8 [S, S, C]."""
+    def crop_resize(self, img: Image.Image, box: np.ndarray, size: int, flip: bool = False) -> np.ndarray:
+        """box: int (y0, x0, y1, x1) -> uint8 [S, S, C], mirrored left-right if flip."""
         y0, x0, y1, x1 = (int(v) for v in box)
-        out = np.asarray(img.resize((size, size), self.resample, box=(x0, y0, x1, y1)))
-        return out.reshape(size, size, -1)
+        out = img.resize((size, size), self.resample, box=(x0, y0, x1, y1))
+        if flip:
+            out = out.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
+        return np.asarray(out).reshape(size, size, -1)
 
 
 class OpenCvBackend:
@@ -90,8 +92,8 @@ class OpenCvBackend:
     def size(image: np.ndarray) -> tuple[int, int]:
         return image.shape[0], image.shape[1]
 
-    def crop_resize(self, image: np.ndarray, box: np.ndarray, size: int) -> np.ndarray:
-        """box: int (y0, x0, y1, x1) -> uint8 [S, S, C]."""
+    def crop_resize(self, image: np.ndarray, box: np.ndarray, size: int, flip: bool = False) -> np.ndarray:
+        """box: int (y0, x0, y1, x1) -> uint8 [S, S, C], mirrored left-right if flip."""
         y0, x0, y1, x1 = (int(v) for v in box)
         # Filter a margin around the crop too, so its edges see real neighbours (as PIL's do).
         scale_y, scale_x = (y1 - y0) / size, (x1 - x0) / size
@@ -108,6 +110,8 @@ class OpenCvBackend:
             )
         crop = crop[y0 - top : y1 - top, x0 - left : x1 - left]
         out = self.cv2.resize(crop, (size, size), interpolation=self.resize_flag)
+        if flip:
+            out = self.cv2.flip(out, 1)  # ~15x faster than a NumPy reversed copy of [S, S, 3] uint8.
         return out.reshape(size, size, self.channels)
 
 

@@ -172,8 +172,12 @@ class _Loader:
             self.backend = codecs.make_backend(cfg.image_backend, cfg.channels, cfg.interpolation)
 
     def __call__(
-        self, ids: np.ndarray, boxes_fn: Callable[[np.ndarray, np.ndarray], np.ndarray]
+        self,
+        ids: np.ndarray,
+        boxes_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        flip: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """flip: bool [b], mirror left-right (images only)."""
         cfg = self.cfg
         examples, labels = self.source.load(ids)
         labels = np.asarray(labels, np.int32)
@@ -186,6 +190,8 @@ class _Loader:
             images = transforms.to_uint8(resized, 1.0 if examples.dtype == np.uint8 else 255.0)
             if images.shape[-1] != cfg.channels:  # Gray -> RGB.
                 images = np.repeat(images, cfg.channels, axis=-1)
+            if flip is not None:
+                images = transforms.hflip(images, flip)
             return images, labels, np.ones(len(ids), bool)
         # Files of any size: decode and resample one by one, at whole-pixel boxes.
         name = getattr(self.source, "record_name", str)
@@ -195,9 +201,10 @@ class _Loader:
         boxes = transforms.snap_boxes(boxes_fn(sizes[:, 0], sizes[:, 1]), sizes[:, 0], sizes[:, 1])
         size = cfg.image_size
         images = np.zeros((len(ids), size, size, cfg.channels), np.uint8)
+        flip = np.zeros(len(ids), bool) if flip is None else flip
         for k, handle in enumerate(handles):
             if handle is not None:
-                images[k] = self.backend.crop_resize(handle, boxes[k], size)
+                images[k] = self.backend.crop_resize(handle, boxes[k], size, bool(flip[k]))
         return images, labels, decoded
 
 
@@ -214,9 +221,7 @@ class _TrainBatch:
         boxes_fn = functools.partial(
             transforms.random_resized_crop_boxes, u[:, :4], scale=cfg.crop_scale, ratio=cfg.crop_ratio
         )
-        images, labels, decoded = self.loader(ids, boxes_fn)
-        if cfg.hflip:
-            images = transforms.hflip(images, u[:, 4] < 0.5)
+        images, labels, decoded = self.loader(ids, boxes_fn, u[:, 4] < 0.5 if cfg.hflip else None)
         return {"image": images, "label": labels, "mask": decoded}
 
 
