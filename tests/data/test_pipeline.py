@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from tome_jax import data
+from tome_jax.data import transforms
 
 N = 100  # Records in the id-encoding source.
 ID_CFG = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), image_size=4)
@@ -21,7 +22,7 @@ def id_source(n=N):
 
 
 def ids_of(batch, n=N):
-    return np.rint(batch["image"].mean(axis=(1, 2, 3)) * n).astype(int)
+    return np.rint(batch["image"].mean(axis=(1, 2, 3)) / 255 * n).astype(int)
 
 
 def take(ds, k):
@@ -51,22 +52,38 @@ def test_digits_splits_are_disjoint_stratified_and_complete():
         data.load_digits("validation")
 
 
-def test_digits_batches_have_shapes_dtypes_labels_and_normalization(digits_train):
+def test_digits_batches_have_shapes_dtypes_labels_and_uint8_pixels(digits_train):
     cfg = dict(image_size=16, mean=(0.2, 0.3, 0.4), std=(0.5, 0.25, 0.125))
     batch = take(make(source=digits_train, cfg=cfg, global_batch_size=64), 1)[0]
-    assert batch["image"].shape == (64, 16, 16, 3) and batch["image"].dtype == np.float32
+    assert batch["image"].shape == (64, 16, 16, 3) and batch["image"].dtype == np.uint8
     assert batch["label"].shape == (64,) and batch["label"].dtype == np.int32
     assert batch["mask"].dtype == bool and batch["mask"].all()
     assert 0 <= batch["label"].min() and batch["label"].max() <= 9
-    pixels = batch["image"] * np.float32(cfg["std"]) + np.float32(cfg["mean"])  # Back to [0, 1].
-    assert pixels.min() >= -1e-5 and pixels.max() <= 1 + 1e-5
-    np.testing.assert_allclose(pixels[..., 0], pixels[..., 2], atol=1e-5)  # Gray -> RGB.
+    assert batch["image"].max() > 200  # Ink reaches full scale: [0, 1] was mapped to [0, 255].
+    np.testing.assert_array_equal(batch["image"][..., 0], batch["image"][..., 2])  # Gray -> RGB.
+    model_input = np.asarray(data.normalize(batch["image"], cfg["mean"], cfg["std"]))
+    np.testing.assert_allclose(
+        model_input, (batch["image"] / 255 - np.float32(cfg["mean"])) / np.float32(cfg["std"]), atol=1e-5
+    )
+
+
+def test_digits_uint8_path_is_the_old_float_path_up_to_rounding(digits_train):
+    """Before: float crop/resize then host normalize. Now: uint8, normalized on device."""
+    cfg = data.resolve_config(dict(image_size=16, crop_scale=(0.5, 1.0)))
+    batch = take(make(source=digits_train, cfg=cfg, global_batch_size=16), 1)[0]
+    ids = np.random.default_rng([0, 0]).permutation(len(digits_train))[:16]  # Epoch 0 of seed 0.
+    u = transforms.uniforms(0, np.zeros(16, np.int64), ids, 5)
+    boxes = transforms.random_resized_crop_boxes(u[:, :4], np.full(16, 8), np.full(16, 8), cfg.crop_scale, cfg.crop_ratio)
+    old = (transforms.crop_resize(digits_train.images[ids], boxes, 16) - 0.5) / 0.5  # Gray [B, S, S, 1].
+    new = np.asarray(data.normalize(batch["image"], cfg.mean, cfg.std))
+    np.testing.assert_array_equal(batch["label"], digits_train.labels[ids])
+    np.testing.assert_allclose(new, np.broadcast_to(old, new.shape), atol=0.5 / 255 / 0.5 + 1e-6)
 
 
 def test_eval_images_are_the_whole_digit_resized(digits_train):
     batch = take(make(source=digits_train, train=False, cfg=dict(image_size=8, crop_pct=1.0)), 1)[0]
-    pixels = batch["image"][..., 0] * 0.5 + 0.5
-    np.testing.assert_allclose(pixels, digits_train.images[:32, ..., 0], atol=1e-5)  # 8 -> 8: identity.
+    pixels = batch["image"][..., 0] / 255
+    np.testing.assert_allclose(pixels, digits_train.images[:32, ..., 0], atol=0.5 / 255 + 1e-6)  # 8 -> 8.
     np.testing.assert_array_equal(batch["label"], digits_train.labels[:32])
 
 
@@ -172,3 +189,107 @@ def test_default_config_round_trips_through_configdict():
         1,
     )[0]
     assert batch["image"].shape == (8, 24, 24, 3)
+
+
+def test_one_channel_images_keep_one_channel(digits_train):
+    batch = take(make(source=digits_train, cfg=dict(image_size=12, mean=(0.5,), std=(0.25,))), 1)[0]
+    assert batch["image"].shape == (32, 12, 12, 1) and batch["image"].dtype == np.uint8
+    assert data.normalize(batch["image"], (0.5,), (0.25,)).shape == (32, 12, 12, 1)
+
+
+def clip_source(n=N, dtype=np.float32):
+    """Example i: a [T=2, 3, 4, C=2] clip filled with i (float) or i % 256 (uint8); label i % 7."""
+    values = np.arange(n).astype(dtype)[:, None, None, None, None]
+    clips = np.ascontiguousarray(np.broadcast_to(values, (n, 2, 3, 4, 2)))
+    return data.ArraySource(images=clips, labels=np.arange(n, dtype=np.int32) % 7, num_classes=7)
+
+
+ARRAY_CFG = dict(kind="array", mean=(0.0, 0.0), std=(1.0, 1.0))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_arrays_pass_through_unchanged_shuffled_sharded_and_resumable(dtype):
+    source = clip_source(dtype=dtype)
+    batches = take(make(source=source, cfg=ARRAY_CFG, global_batch_size=20), 5)  # One epoch.
+    assert all(b["image"].shape == (20, 2, 3, 4, 2) and b["image"].dtype == dtype for b in batches)
+    ids = np.concatenate([b["image"][:, 0, 0, 0, 0] for b in batches]).astype(int)
+    assert sorted(ids) == list(range(N)) and not np.array_equal(ids, np.arange(N))  # Shuffled, complete.
+    for b in batches:  # Untouched: every element of a clip is its id.
+        np.testing.assert_array_equal(b["image"], np.broadcast_to(b["image"][:, :1, :1, :1, :1], b["image"].shape))
+        np.testing.assert_array_equal(b["label"], b["image"][:, 0, 0, 0, 0].astype(int) % 7)
+    hosts = [
+        take(make(source=source, cfg=ARRAY_CFG, global_batch_size=20, shard_index=h, shard_count=2), 1)[0]
+        for h in range(2)
+    ]
+    np.testing.assert_array_equal(np.concatenate([h["image"] for h in hosts]), batches[0]["image"])
+    it = iter(make(source=source, cfg=ARRAY_CFG, global_batch_size=20))
+    next(it)
+    state = it.get_state()
+    restored = iter(make(source=source, cfg=ARRAY_CFG, global_batch_size=20))
+    restored.set_state(state)
+    np.testing.assert_array_equal(next(restored)["image"], batches[1]["image"])
+
+
+def test_array_eval_pads_with_zeros_and_masks():
+    source = clip_source(n=13)
+    batches = list(make("test", source=source, cfg=ARRAY_CFG, train=False, global_batch_size=8))
+    assert [b["mask"].sum() for b in batches] == [8, 5]
+    last = batches[-1]
+    np.testing.assert_array_equal(last["image"][:5, 0, 0, 0, 0], np.arange(8, 13))
+    assert not last["image"][5:].any() and last["image"].dtype == np.float32
+    out = np.asarray(data.normalize(last["image"], (1.0, 1.0), (2.0, 2.0)))  # Float: its own units.
+    np.testing.assert_allclose(out[:5, 0, 0, 0, 0], (np.arange(8, 13) - 1.0) / 2.0)
+
+
+def test_a_spectrogram_source_with_one_channel():
+    spectrograms = np.random.default_rng(0).normal(size=(10, 16, 12, 1)).astype(np.float32)
+    source = data.ArraySource(images=spectrograms, labels=np.arange(10) % 2, num_classes=2)
+    cfg = dict(kind="array", mean=(-4.0,), std=(4.5,))
+    batch = take(make(source=source, cfg=cfg, train=False, global_batch_size=10), 1)[0]
+    np.testing.assert_array_equal(batch["image"], spectrograms)
+    np.testing.assert_allclose(data.normalize(batch["image"], (-4.0,), (4.5,)), (spectrograms + 4) / 4.5, rtol=1e-6)
+
+
+def test_channel_and_kind_mismatches_are_clear_errors(digits_train):
+    with pytest.raises(ValueError, match="one mean and std per channel"):
+        make(source=clip_source(), cfg=dict(kind="array", mean=(0.0,), std=(1.0,)))
+    with pytest.raises(ValueError, match="same number each"):
+        make(source=digits_train, cfg=dict(mean=(0.5,), std=(0.5, 0.5, 0.5)))
+    with pytest.raises(ValueError, match="kind='array'"):
+        make(source=clip_source(), cfg=dict(mean=(0.0, 0.0), std=(1.0, 1.0)))  # A clip is not an image.
+    with pytest.raises(ValueError, match="1 \\(gray\\) or 3 \\(RGB\\)"):
+        make(source=digits_train, cfg=dict(mean=(0.5,) * 2, std=(0.5,) * 2))
+    with pytest.raises(ValueError, match="hflip applies to images only"):
+        make(source=clip_source(), cfg=ARRAY_CFG | dict(hflip=True))
+    with pytest.raises(TypeError, match="uint8 or float32"):
+        data.ArraySource(images=np.zeros((2, 3, 3, 1)), labels=np.zeros(2), num_classes=1)
+    with pytest.raises(ValueError, match="per channel"):
+        data.normalize(np.zeros((2, 4, 4, 3), np.uint8), (0.5,), (0.5,))
+
+
+def test_crop_and_flip_of_a_record_depend_only_on_seed_epoch_and_id():
+    """Record i gets the same pixels whatever the batch size, the shard or the thread count."""
+    images = np.random.default_rng(0).random((N, 12, 12, 3)).astype(np.float32)
+    source = data.ArraySource(images=images, labels=np.arange(N, dtype=np.int32), num_classes=N)
+    cfg = dict(image_size=8, hflip=True, crop_scale=(0.3, 1.0))
+
+    def by_id(batches):
+        return {int(l): img for b in batches for l, img in zip(b["label"], b["image"])}
+
+    a = by_id(take(make(source=source, cfg=cfg, global_batch_size=20), 5))
+    b = by_id(take(make(source=source, cfg=cfg | dict(num_threads=0), global_batch_size=25), 4))
+    c = by_id(take(make(source=source, cfg=cfg, global_batch_size=50, shard_index=1, shard_count=2), 2))
+    assert len(a) == len(b) == N and len(c) == N // 2
+    for i in range(N):
+        np.testing.assert_array_equal(a[i], b[i])
+        if i in c:
+            np.testing.assert_array_equal(a[i], c[i])
+
+
+def test_thread_and_prefetch_defaults_follow_the_host():
+    cores = data.config.usable_cores()
+    assert data.resolve_config({}).read_parallelism() == (cores, 2 * cores)
+    assert data.resolve_config(dict(num_threads=3, prefetch_batches=5)).read_parallelism() == (3, 5)
+    assert data.resolve_config(dict(num_threads=0)).read_parallelism()[0] == 0
+    with pytest.raises(ValueError, match="num_threads"):
+        data.resolve_config(dict(num_threads=-2))

@@ -13,6 +13,11 @@ from tome_jax import data
 COLORS = {"cat": (255, 0, 0), "ant": (0, 0, 255)}  # "ant" < "cat": label 0 is blue.
 
 
+@pytest.fixture(params=["opencv", "pil"])
+def backend(request):
+    return request.param
+
+
 @pytest.fixture
 def image_folder(tmp_path):
     """tmp/train/{ant,cat}/*.png of different sizes, one solid color per class, plus junk."""
@@ -29,6 +34,17 @@ def folder_cfg(root, **kw):
     return dict(name="imagefolder", data_dir=str(root), image_size=8, mean=(0, 0, 0), std=(1, 1, 1)) | kw
 
 
+def test_gray_config_decodes_files_to_one_channel(image_folder, backend):
+    cfg = folder_cfg(image_folder, mean=(0.5,), std=(0.5,), image_backend=backend, verify_images=False)
+    batch = next(
+        iter(data.make_dataset(cfg, "train", global_batch_size=8, train=False, shard_index=0, shard_count=1))
+    )
+    assert batch["image"].shape == (8, 8, 8, 1) and batch["mask"].sum() == 6
+    luma = {"ant": 29, "cat": 76}  # ITU-R 601 luma of pure blue / red, as PIL's convert("L").
+    for image, label in zip(batch["image"][batch["mask"]], batch["label"][batch["mask"]]):
+        assert abs(int(image.mean()) - luma[("ant", "cat")[label]]) <= 1
+
+
 def test_image_folder_skips_corrupt_file_with_warning_and_count(image_folder):
     with pytest.warns(UserWarning, match="skipped 1 unreadable"):
         source = data.make_source(folder_cfg(image_folder), "train")
@@ -37,12 +53,12 @@ def test_image_folder_skips_corrupt_file_with_warning_and_count(image_folder):
     np.testing.assert_array_equal(source.labels, [0, 0, 0, 1, 1, 1])
 
 
-def test_image_folder_batches_decode_resize_and_label(image_folder):
+def test_image_folder_batches_decode_resize_and_label(image_folder, backend):
     with pytest.warns(UserWarning):
         source = data.make_source(folder_cfg(image_folder), "train")
     batches = list(
         data.make_dataset(
-            folder_cfg(image_folder),
+            folder_cfg(image_folder, image_backend=backend),
             "train",
             global_batch_size=4,
             train=False,
@@ -53,11 +69,9 @@ def test_image_folder_batches_decode_resize_and_label(image_folder):
     )
     assert [b["mask"].sum() for b in batches] == [4, 2]
     for b in batches:
-        assert b["image"].shape == (4, 8, 8, 3) and b["image"].dtype == np.float32
+        assert b["image"].shape == (4, 8, 8, 3) and b["image"].dtype == np.uint8
         for image, label in zip(b["image"][b["mask"]], b["label"][b["mask"]]):
-            np.testing.assert_allclose(
-                image, np.broadcast_to(np.float32(COLORS[source.classes[label]]) / 255, (8, 8, 3)), atol=1e-6
-            )
+            np.testing.assert_array_equal(image, np.broadcast_to(COLORS[source.classes[label]], (8, 8, 3)))
     train = next(
         iter(
             data.make_dataset(
@@ -74,13 +88,13 @@ def test_image_folder_batches_decode_resize_and_label(image_folder):
     assert train["image"].shape == (6, 8, 8, 3) and sorted(train["label"]) == [0, 0, 0, 1, 1, 1]
 
 
-def test_unverified_corrupt_file_is_masked_at_load_time(image_folder, caplog):
+def test_unverified_corrupt_file_is_masked_at_load_time(image_folder, backend, caplog):
     source = data.make_source(folder_cfg(image_folder, verify_images=False), "train")
     assert len(source) == 7
     with caplog.at_level(logging.WARNING):
         batches = list(
             data.make_dataset(
-                folder_cfg(image_folder),
+                folder_cfg(image_folder, image_backend=backend),
                 "train",
                 global_batch_size=8,
                 train=False,
@@ -168,9 +182,7 @@ def test_tfds_array_record_dataset_reads_without_tensorflow(tmp_path):
     assert [b["mask"].sum() for b in batches] == [4, 1]
     for b in batches:
         valid = b["mask"]
-        np.testing.assert_allclose(
-            b["image"][valid].mean(axis=(1, 2, 3)), 100 * b["label"][valid] / 255, atol=1e-6
-        )
+        np.testing.assert_array_equal(b["image"][valid].mean(axis=(1, 2, 3)), 100 * b["label"][valid])
     train = next(
         iter(
             data.make_dataset(

@@ -1,4 +1,4 @@
-"""Host-side transforms: counter-based randomness, crop boxes, PIL-exact resampling, normalization."""
+"""Host-side transforms: counter-based randomness, crop boxes, PIL-exact resampling, uint8 helpers."""
 
 import numpy as np
 import pytest
@@ -30,16 +30,6 @@ def test_crop_resize_matches_pil_bilinear_up_and_down(box, size):
     np.testing.assert_allclose(ours, np.asarray(pil), atol=1e-5)
 
 
-def test_crop_resize_pil_masks_nothing_and_matches_array_path():
-    image = (np.random.default_rng(1).random((12, 9, 3)) * 255).astype(np.uint8)
-    boxes = np.asarray([[1.0, 2.0, 11.0, 9.0], [0.0, 0.0, 12.0, 9.0]])
-    ours = transforms.crop_resize_pil([Image.fromarray(image), None], boxes, 16, "bilinear")
-    assert ours.shape == (2, 16, 16, 3) and ours.dtype == np.float32
-    np.testing.assert_array_equal(ours[1], 0.0)
-    from_array = transforms.crop_resize(image[None] / 255.0, boxes[:1], 16)[0]
-    np.testing.assert_allclose(ours[0], from_array, atol=1.5 / 255)  # PIL rounds to uint8.
-
-
 def test_random_resized_crop_boxes_stay_inside_with_requested_area():
     u = np.random.default_rng(0).random((1000, 4))
     height, width = np.full(1000, 40.0), np.full(1000, 60.0)
@@ -56,21 +46,34 @@ def test_center_crop_boxes_are_square_centered_fraction_of_short_side():
     np.testing.assert_allclose(boxes, [[6.25, 56.25, 93.75, 143.75]])
 
 
-def test_normalize_turns_gray_into_rgb_per_channel():
-    gray = np.full((2, 4, 4, 1), 0.5, np.float32)
-    out = transforms.normalize(gray, (0.5, 0.25, 0.0), (0.5, 0.25, 0.5))
-    assert out.shape == (2, 4, 4, 3) and out.dtype == np.float32
-    np.testing.assert_allclose(out[0, 0, 0], [0.0, 1.0, 1.0])
-    rgb = np.random.default_rng(0).random((2, 4, 4, 3)).astype(np.float32)
-    np.testing.assert_allclose(
-        transforms.normalize(rgb, (0.1, 0.2, 0.3), (0.5, 0.6, 0.7)),
-        (rgb - [0.1, 0.2, 0.3]) / [0.5, 0.6, 0.7],
-        atol=1e-6,
+def test_snap_boxes_are_whole_pixels_inside_the_image_and_at_least_one_pixel():
+    boxes = np.asarray([[0.4, 1.6, 10.4, 8.5], [-0.3, 5.0, 0.1, 9.9], [3.7, 2.2, 12.6, 12.0]])
+    snapped = transforms.snap_boxes(boxes, np.array([12, 12, 12]), np.array([10, 10, 10]))
+    assert snapped.dtype == np.int64
+    np.testing.assert_array_equal(snapped[0], [0, 2, 10, 9])  # h = 10, w = rint(6.9) = 7.
+    np.testing.assert_array_equal(snapped[1], [0, 5, 1, 10])  # h clipped up to 1 px.
+    np.testing.assert_array_equal(snapped[2], [3, 0, 12, 10])  # Shifted back inside (y), w = H clip.
+    u = np.random.default_rng(0).random((500, 4))
+    rand = transforms.snap_boxes(
+        transforms.random_resized_crop_boxes(u, np.full(500, 37), np.full(500, 53), (0.08, 1), (0.75, 1.33)),
+        np.full(500, 37),
+        np.full(500, 53),
     )
+    assert (rand[:, :2] >= 0).all() and (rand[:, 2] <= 37).all() and (rand[:, 3] <= 53).all()
+    assert (rand[:, 2:] - rand[:, :2] >= 1).all()
 
 
-def test_hflip_mirrors_only_selected_images():
-    x = np.arange(2 * 1 * 3 * 1, dtype=np.float32).reshape(2, 1, 3, 1)
-    out = transforms.hflip(x, np.array([True, False]))
+def test_to_uint8_rounds_and_clips():
+    out = transforms.to_uint8(np.asarray([-0.1, 0.0, 0.5 / 255 + 1e-4, 0.2, 1.0, 1.3], np.float32))
+    np.testing.assert_array_equal(out, [0, 0, 1, 51, 255, 255])
+    assert out.dtype == np.uint8
+
+
+def test_hflip_mirrors_only_selected_images_in_uint8():
+    x = np.arange(3 * 2 * 3 * 1, dtype=np.uint8).reshape(3, 2, 3, 1)
+    before = x.copy()
+    out = transforms.hflip(x, np.array([True, False, True]))
+    assert out.dtype == np.uint8
     np.testing.assert_array_equal(out[0, 0, :, 0], [2, 1, 0])
-    np.testing.assert_array_equal(out[1], x[1])
+    np.testing.assert_array_equal(out[[0, 2]], before[[0, 2], :, ::-1])
+    np.testing.assert_array_equal(out[1], before[1])

@@ -4,6 +4,12 @@ A recipe sets `config.data = tome_jax.data.default_config()` and overrides field
 ConfigDict out in full; `make_dataset` fills in missing fields from the defaults below and rejects
 unknown ones, so a typo fails at start instead of being silently ignored.
 
+`kind` says what the examples are: "image" (decoded files or in-memory images, random-resized-cropped
+or center-cropped to `image_size`, optionally flipped) or "array" (in-memory arrays of any shape, e.g. a
+`[H, W, C]` spectrogram or a `[T, H, W, C]` clip, passed through unchanged). Either way batches leave
+the host as uint8 (images) or the source's dtype (arrays); `normalize` maps them to model inputs with
+`mean`/`std` inside the jitted step. The channel count is `len(mean)`.
+
 The defaults are the embedded `digits` recipe (runs anywhere, no download). An ImageNet recipe sets
 `name="imagenet2012"`, `image_size=224`, `split_eval="validation"`, `crop_scale=(0.08, 1.0)`,
 `crop_ratio=(3/4, 4/3)`, `hflip=True`, `crop_pct=0.875` (DeiT) or `0.9` (AugReg), and the mean/std the
@@ -13,6 +19,7 @@ weights were trained with.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,14 +41,21 @@ class DataConfig:
     image_key: str = "image"  # TFDS feature names.
     label_key: str = "label"
     verify_images: bool = True  # imagefolder: PIL verify() each file at index time, skip bad ones.
+    # What an example is: "image" (cropped, resized, flipped) or "array" (passed through as is).
+    kind: str = "image"
 
-    # Geometry and normalization. mean/std are in [0, 1] pixel units (timm convention).
+    # Geometry and normalization. One mean/std per channel: len(mean) is the channel count (1: gray,
+    # 3: RGB; gray sources are repeated to 3 channels, RGB files decoded as gray for 1). Images are in
+    # [0, 1] pixel units (timm convention); float arrays are normalized in their own units.
     image_size: int = 32
-    mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    std: tuple[float, float, float] = (0.5, 0.5, 0.5)
-    # PIL resampling of decoded files: "bilinear" | "bicubic". In-memory arrays (digits) are always
-    # resampled bilinearly, with the same antialiasing as PIL.
+    mean: tuple[float, ...] = (0.5, 0.5, 0.5)
+    std: tuple[float, ...] = (0.5, 0.5, 0.5)
+    # Resampling of decoded files: "bilinear" | "bicubic" (antialiased, as PIL). In-memory arrays
+    # (digits) are always resampled bilinearly, with the same antialiasing as PIL.
     interpolation: str = "bilinear"
+    # Decoder and resizer of files: "opencv" (~2x faster per core; within 1/255 of PIL on average),
+    # "pil" (PIL itself), or "auto" (opencv when importable, else pil).
+    image_backend: str = "auto"
 
     # Train augmentation: random-resized crop (area fraction, aspect ratio range), then flip.
     crop_scale: tuple[float, float] = (0.7, 1.0)
@@ -53,16 +67,33 @@ class DataConfig:
 
     # Host-side parallelism (grain). worker_count > 0 adds grain.mp_prefetch worker processes (needs
     # parsed absl flags, as under train.py); a restored iterator state needs the same worker_count.
-    num_threads: int = 2  # grain ReadOptions.num_threads: batches prepared concurrently per process.
-    prefetch_batches: int = 4  # grain ReadOptions.prefetch_buffer_size, in batches; >= num_threads,
-    # else grain runs only prefetch_batches threads. Host memory ~ prefetch_batches x one batch.
+    # -1: one thread per CPU core this process may use (os.sched_getaffinity), so the pipeline scales
+    # with the host. Worker processes measured slower per core than threads (benchmarks/RESULTS.md).
+    num_threads: int = -1  # grain ReadOptions.num_threads: batches prepared concurrently per process.
+    # -1: 2 x num_threads. grain ReadOptions.prefetch_buffer_size, in batches; >= num_threads, else
+    # grain runs only prefetch_batches threads. Host memory ~ prefetch_batches x one batch.
+    prefetch_batches: int = -1
     worker_count: int = 0
 
     def __post_init__(self):
         if self.image_size <= 0:
             raise ValueError(f"data.image_size must be positive, got {self.image_size}.")
-        if len(self.mean) != 3 or len(self.std) != 3:
-            raise ValueError(f"data.mean/std need 3 values (RGB), got {self.mean}, {self.std}.")
+        if self.kind not in ("image", "array"):
+            raise ValueError(f"data.kind must be 'image' or 'array', got {self.kind!r}.")
+        if not self.mean or len(self.mean) != len(self.std):
+            raise ValueError(
+                f"data.mean and data.std need one value per channel, the same number each; got "
+                f"mean={self.mean}, std={self.std}."
+            )
+        if self.kind == "image" and self.channels not in (1, 3):
+            raise ValueError(
+                f"data.kind='image' has 1 (gray) or 3 (RGB) channels, i.e. len(data.mean) in (1, 3); got "
+                f"mean={self.mean}. For other channel counts use data.kind='array'."
+            )
+        if any(s <= 0 for s in self.std):
+            raise ValueError(f"data.std must be positive, got {self.std}.")
+        if self.kind == "array" and self.hflip:
+            raise ValueError("data.hflip applies to images only; set it False for data.kind='array'.")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
             raise ValueError(f"data.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}.")
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
@@ -73,6 +104,33 @@ class DataConfig:
             raise ValueError(
                 f"data.interpolation must be 'bilinear' or 'bicubic', got {self.interpolation!r}."
             )
+        if self.image_backend not in ("auto", "opencv", "pil"):
+            raise ValueError(
+                f"data.image_backend must be 'auto', 'opencv' or 'pil', got {self.image_backend!r}."
+            )
+        if self.num_threads < -1 or self.prefetch_batches < -1 or self.worker_count < 0:
+            raise ValueError(
+                "data.num_threads and data.prefetch_batches must be >= 0 or -1 (auto), data.worker_count "
+                f">= 0; got {self.num_threads}, {self.prefetch_batches}, {self.worker_count}."
+            )
+
+    @property
+    def channels(self) -> int:
+        """Channels of the model input: len(mean)."""
+        return len(self.mean)
+
+    def read_parallelism(self) -> tuple[int, int]:
+        """(num_threads, prefetch_batches) with -1 resolved from this host's usable cores."""
+        threads = self.num_threads if self.num_threads >= 0 else usable_cores()
+        prefetch = self.prefetch_batches if self.prefetch_batches >= 0 else max(2 * threads, 1)
+        return threads, prefetch
+
+
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask; os.cpu_count() where that is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 _TUPLE_FIELDS = ("mean", "std", "crop_scale", "crop_ratio")

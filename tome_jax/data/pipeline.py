@@ -1,10 +1,12 @@
-"""`make_dataset`: one host's grain pipeline of normalized NHWC batches.
+"""`make_dataset`: one host's grain pipeline of uint8 NHWC image batches (or pass-through arrays).
 
 Train: a global example stream that visits a fresh permutation of the N records each epoch (drawn
 from (seed, epoch)) is cut into per-host chunks of b = `global_batch_size // shard_count`; host h
 takes chunks h, h + shard_count, ... So global batch t is the same whatever the number of hosts,
 each epoch visits every example once across hosts, and nothing is dropped at epoch ends (batches may
-straddle them). Each chunk is loaded, random-resized-cropped, optionally flipped and normalized.
+straddle them). Each chunk is loaded, decoded, random-resized-cropped and optionally flipped, all in
+uint8; normalization (`tome_jax.data.normalize`) runs on device inside the jitted step. With
+`data.kind="array"` the examples skip the image transforms and are batched as the source stores them.
 grain provides the chunk index, sharding slice, threaded prefetch, worker processes and state.
 
 Eval: host h reads its contiguous part of the split once, padded with masked rows to
@@ -26,6 +28,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from tome_jax.data import codecs
 from tome_jax.data import sources as sources_lib
 from tome_jax.data import transforms
 from tome_jax.data.config import DataConfig, resolve_config
@@ -57,9 +60,11 @@ def make_dataset(
       source: a source already built by `make_source(cfg, split)` (to reuse an indexed folder).
 
     Returns:
-      A grain.IterDataset of `{"image": float32 [b, S, S, 3] normalized, "label": int32 [b],
-      "mask": bool [b]}` with b = global_batch_size // shard_count and S = cfg.image_size. `mask`
-      is False on eval padding and on files that failed to decode.
+      A grain.IterDataset of `{"image": uint8 [b, S, S, C], "label": int32 [b], "mask": bool [b]}`
+      with b = global_batch_size // shard_count, S = cfg.image_size, C = len(cfg.mean); with
+      cfg.kind="array", "image" is the source's examples `[b, ...]` in their own dtype. `mask` is
+      False on eval padding and on files that failed to decode. Feed "image" to the model through
+      `normalize(image, cfg.mean, cfg.std)` inside the jitted step.
     """
     cfg = resolve_config(cfg)
     if shard_index is None or shard_count is None:
@@ -77,12 +82,15 @@ def make_dataset(
     source = sources_lib.make_source(cfg, split) if source is None else source
     if len(source) == 0:
         raise ValueError(f"Split {split!r} of {cfg.name!r} is empty.")
+    _check_source(source, cfg)
 
+    loader = _Loader(source, cfg)
     if train:
-        ds = _train_ids(len(source), batch_size, shard, seed).map(_TrainBatch(source, cfg, seed))
+        ds = _train_ids(len(source), batch_size, shard, seed).map(_TrainBatch(loader, seed))
     else:
-        ds = _eval_ids(len(source), batch_size, shard).map(_EvalBatch(source, cfg))
-    read = grain.ReadOptions(num_threads=cfg.num_threads, prefetch_buffer_size=cfg.prefetch_batches)
+        ds = _eval_ids(len(source), batch_size, shard).map(_EvalBatch(loader))
+    num_threads, prefetch = cfg.read_parallelism()
+    read = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
     iter_ds = ds.to_iter_dataset(read)
     if cfg.worker_count > 0:
         if not flags.FLAGS.is_parsed():  # grain reads its absl flags when it starts the workers.
@@ -129,63 +137,113 @@ def _padded_ids(start: int, stop: int, batch_size: int, step: int) -> np.ndarray
     return np.where(ids < stop, ids, -1)
 
 
-def _load_and_crop(
-    source: sources_lib.Source,
-    ids: np.ndarray,
-    boxes_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
-    cfg: DataConfig,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """-> (images float32 [b, S, S, C] in [0, 1], labels int32 [b], decoded bool [b])."""
-    images, labels = source.load(ids)
-    if isinstance(images, np.ndarray):  # In memory, one size: vectorized resampling.
-        height = np.full(len(ids), images.shape[1])
-        width = np.full(len(ids), images.shape[2])
-        out = transforms.crop_resize(images, boxes_fn(height, width), cfg.image_size)
-        decoded = np.ones(len(ids), bool)
-    else:  # Decoded files of any size: PIL per image.
-        decoded = np.asarray([img is not None for img in images], bool)
-        width, height = np.asarray([img.size if img is not None else (1, 1) for img in images]).T
-        out = transforms.crop_resize_pil(images, boxes_fn(height, width), cfg.image_size, cfg.interpolation)
-    return out, labels.astype(np.int32), decoded
+def _check_source(source: sources_lib.Source, cfg: DataConfig) -> None:
+    """In-memory examples must fit cfg.kind and the channel count len(cfg.mean)."""
+    images = getattr(source, "images", None)
+    if not isinstance(images, np.ndarray):
+        if cfg.kind == "array":
+            raise ValueError(
+                f"data.kind='array' needs an in-memory source (ArraySource); {type(source).__name__} yields "
+                "encoded images: use data.kind='image'."
+            )
+        return
+    channels = images.shape[-1]
+    if cfg.kind == "image":
+        if images.ndim != 4 or channels not in (1, 3) or (channels == 3 and cfg.channels == 1):
+            raise ValueError(
+                f"data.kind='image' needs in-memory images [N, H, W, 1 or 3] with no more channels than "
+                f"len(data.mean)={cfg.channels}; got {images.shape}. Use data.kind='array' for other "
+                "arrays, or set data.mean/std to one value per channel."
+            )
+    elif channels != cfg.channels:
+        raise ValueError(
+            f"data.kind='array': examples {images.shape[1:]} have {channels} channels (last axis) but "
+            f"data.mean/std have {cfg.channels} values; set one mean and std per channel."
+        )
+
+
+class _Loader:
+    """Record ids [b] + crop boxes -> (uint8 images [b, S, S, C] or arrays [b, ...], labels, decoded)."""
+
+    def __init__(self, source: sources_lib.Source, cfg: DataConfig):
+        self.source, self.cfg = source, cfg
+        self.backend = None
+        if cfg.kind == "image":
+            self.backend = codecs.make_backend(cfg.image_backend, cfg.channels, cfg.interpolation)
+
+    def __call__(
+        self,
+        ids: np.ndarray,
+        boxes_fn: Callable[[np.ndarray, np.ndarray], np.ndarray],
+        flip: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """flip: bool [b], mirror left-right (images only)."""
+        cfg = self.cfg
+        examples, labels = self.source.load(ids)
+        labels = np.asarray(labels, np.int32)
+        if cfg.kind == "array":
+            return examples, labels, np.ones(len(ids), bool)
+        if isinstance(examples, np.ndarray):  # In memory, one size: vectorized float resampling.
+            height = np.full(len(ids), examples.shape[1])
+            width = np.full(len(ids), examples.shape[2])
+            resized = transforms.crop_resize(examples, boxes_fn(height, width), cfg.image_size)
+            images = transforms.to_uint8(resized, 1.0 if examples.dtype == np.uint8 else 255.0)
+            if images.shape[-1] != cfg.channels:  # Gray -> RGB.
+                images = np.repeat(images, cfg.channels, axis=-1)
+            if flip is not None:
+                images = transforms.hflip(images, flip)
+            return images, labels, np.ones(len(ids), bool)
+        # Files of any size: decode and resample one by one, at whole-pixel boxes.
+        name = getattr(self.source, "record_name", str)
+        handles = [codecs.decode_or_none(self.backend, e, name(int(i))) for e, i in zip(examples, ids)]
+        decoded = np.asarray([h is not None for h in handles], bool)
+        sizes = np.asarray([self.backend.size(h) if h is not None else (1, 1) for h in handles]).reshape(-1, 2)
+        boxes = transforms.snap_boxes(boxes_fn(sizes[:, 0], sizes[:, 1]), sizes[:, 0], sizes[:, 1])
+        size = cfg.image_size
+        images = np.zeros((len(ids), size, size, cfg.channels), np.uint8)
+        flip = np.zeros(len(ids), bool) if flip is None else flip
+        for k, handle in enumerate(handles):
+            if handle is not None:
+                images[k] = self.backend.crop_resize(handle, boxes[k], size, bool(flip[k]))
+        return images, labels, decoded
 
 
 class _TrainBatch:
     """(epoch [b], record id [b]) -> augmented batch; randomness keyed on (seed, epoch, id)."""
 
-    def __init__(self, source: sources_lib.Source, cfg: DataConfig, seed: int):
-        self.source, self.cfg, self.seed = source, cfg, seed
+    def __init__(self, loader: _Loader, seed: int):
+        self.loader, self.seed = loader, seed
 
     def __call__(self, chunk: tuple[np.ndarray, np.ndarray]) -> Batch:
         epoch, ids = chunk
-        cfg = self.cfg
+        cfg = self.loader.cfg
         u = transforms.uniforms(self.seed, epoch, ids, 5)
         boxes_fn = functools.partial(
             transforms.random_resized_crop_boxes, u[:, :4], scale=cfg.crop_scale, ratio=cfg.crop_ratio
         )
-        images, labels, decoded = _load_and_crop(self.source, ids, boxes_fn, cfg)
-        if cfg.hflip:
-            images = transforms.hflip(images, u[:, 4] < 0.5)
-        return {"image": transforms.normalize(images, cfg.mean, cfg.std), "label": labels, "mask": decoded}
+        images, labels, decoded = self.loader(ids, boxes_fn, u[:, 4] < 0.5 if cfg.hflip else None)
+        return {"image": images, "label": labels, "mask": decoded}
 
 
 class _EvalBatch:
     """Record ids [b] (-1 = padding) -> center-cropped batch with `mask`."""
 
-    def __init__(self, source: sources_lib.Source, cfg: DataConfig):
-        self.source, self.cfg = source, cfg
+    def __init__(self, loader: _Loader):
+        self.loader = loader
 
     def __call__(self, ids: np.ndarray) -> Batch:
-        cfg, size = self.cfg, self.cfg.image_size
+        cfg = self.loader.cfg
         real = ids >= 0
+        boxes_fn = functools.partial(transforms.center_crop_boxes, crop_pct=cfg.crop_pct)
+        # All-padding batches (a host with fewer records) still need the example shape: load record 0.
+        images, labels, decoded = self.loader(ids[real] if real.any() else ids[:1] * 0, boxes_fn)
         batch = {
-            "image": np.zeros((len(ids), size, size, 3), np.float32),
+            "image": np.zeros((len(ids),) + images.shape[1:], images.dtype),
             "label": np.zeros(len(ids), np.int32),
             "mask": np.zeros(len(ids), bool),
         }
         if real.any():
-            boxes_fn = functools.partial(transforms.center_crop_boxes, crop_pct=cfg.crop_pct)
-            images, labels, decoded = _load_and_crop(self.source, ids[real], boxes_fn, cfg)
-            batch["image"][real] = transforms.normalize(images, cfg.mean, cfg.std)
+            batch["image"][real] = images
             batch["label"][real] = labels
             batch["mask"][real] = decoded
         return batch

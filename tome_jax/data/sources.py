@@ -1,9 +1,11 @@
-"""Random-access (image, label) sources: embedded digits, an image folder, a prepared TFDS dataset.
+"""Random-access (example, label) sources: in-memory arrays, embedded digits, an image folder, TFDS.
 
-Every source has `len(source)`, `source.num_classes` and `source.load(ids) -> (images, labels)`:
-- `ArraySource.load` returns one float32 array `[b, H, W, C]` in [0, 1] (all images one size);
-- the file-backed sources return a list of RGB `PIL.Image`s of any size, `None` where a file could
-  not be decoded (the pipeline masks those out).
+Every source has `len(source)`, `source.num_classes` and `source.load(ids) -> (examples, labels)`:
+- `ArraySource.load` returns one array `[b, ...]` (uint8 or float32; images `[b, H, W, C]`, float
+  in [0, 1]; or any per-example array for `data.kind="array"`);
+- the file-backed sources return a list with one entry per id: the encoded file (`bytes`), a decoded
+  uint8 array `[H, W, C]`, or `None` where the record could not be read. The pipeline decodes
+  (`codecs`) and masks out what fails. They may name a record for log messages (`record_name(i)`).
 Labels are int32 `[b]`. Sources know nothing about batching, augmentation or sharding.
 """
 
@@ -34,7 +36,7 @@ class Source(Protocol):
 
     def __len__(self) -> int: ...
 
-    def load(self, ids: np.ndarray) -> tuple[np.ndarray | list[Image.Image | None], np.ndarray]: ...
+    def load(self, ids: np.ndarray) -> tuple[np.ndarray | list[bytes | np.ndarray | None], np.ndarray]: ...
 
 
 class DatasetNotFoundError(FileNotFoundError):
@@ -43,18 +45,36 @@ class DatasetNotFoundError(FileNotFoundError):
 
 @dataclasses.dataclass(frozen=True, eq=False)
 class ArraySource:
-    """In-memory images. images: float32 [N, H, W, C] in [0, 1], C in {1, 3}; labels: int32 [N]."""
+    """In-memory examples, uint8 or float32 [N, ...]; labels: int [N].
+
+    With `data.kind="image"`: images [N, H, W, C], C in {1, 3}, float32 in [0, 1] or uint8.
+    With `data.kind="array"`: any [N, ..., C] (a spectrogram [N, H, W, C], a clip [N, T, H, W, C]),
+    batched as is; `len(data.mean)` must equal C.
+    """
 
     images: np.ndarray
     labels: np.ndarray
     num_classes: int
 
+    def __post_init__(self):
+        images = self.images
+        if not isinstance(images, np.ndarray) or images.dtype not in (np.uint8, np.float32):
+            raise TypeError(
+                "ArraySource.images must be a uint8 or float32 NumPy array, got "
+                f"{getattr(images, 'dtype', type(images))}; convert it with np.asarray(x, np.float32)."
+            )
+        if images.ndim < 2 or len(images) != len(self.labels):
+            raise ValueError(
+                f"ArraySource needs images [N, ..., C] and labels [N]; got shapes {images.shape} and "
+                f"{np.shape(self.labels)}."
+            )
+
     def __len__(self) -> int:
         return len(self.labels)
 
     def load(self, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """ids: int [b] -> (images float32 [b, H, W, C], labels int32 [b])."""
-        return self.images[ids], self.labels[ids]
+        """ids: int [b] -> (examples [b, ...] in the stored dtype, labels int32 [b])."""
+        return self.images[ids], np.asarray(self.labels[ids], np.int32)
 
 
 def load_digits(split: str) -> ArraySource:
@@ -85,9 +105,9 @@ class ImageFolderSource:
 
     Unreadable files are handled in two places. At index time (`verify=True`, the default) each file
     is opened and `PIL.Image.verify()`-ed (reads the file, no full decode); failures are skipped,
-    counted in `num_skipped` / `skipped` and reported with one warning. At load time a file that still
-    fails to decode (e.g. a truncated JPEG passes verify, or `verify=False` for a huge folder) is
-    logged and returned as None, so the pipeline masks it out instead of crashing.
+    counted in `num_skipped` / `skipped` and reported with one warning. `load` returns the encoded
+    bytes; a file that still fails to decode (e.g. a truncated JPEG passes verify, or `verify=False`
+    for a huge folder) is logged by the pipeline with its path and masked out instead of crashing.
     """
 
     def __init__(self, root: str, *, verify: bool = True):
@@ -133,17 +153,20 @@ class ImageFolderSource:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def load(self, ids: np.ndarray) -> tuple[list[Image.Image | None], np.ndarray]:
-        """ids: int [b] -> (b RGB PIL images, None where decoding failed; labels int32 [b])."""
-        return [self._decode(self.paths[i]) for i in ids], self.labels[ids]
+    def load(self, ids: np.ndarray) -> tuple[list[bytes | None], np.ndarray]:
+        """ids: int [b] -> (b encoded files, None where reading failed; labels int32 [b])."""
+        return [self._read(self.paths[i]) for i in ids], self.labels[ids]
+
+    def record_name(self, i: int) -> str:
+        return self.paths[i]
 
     @staticmethod
-    def _decode(path: str) -> Image.Image | None:
+    def _read(path: str) -> bytes | None:
         try:
-            with Image.open(path) as img:
-                return img.convert("RGB")
-        except (OSError, ValueError, Image.DecompressionBombError) as e:
-            logging.warning("Could not decode %s (%s); masking it out of its batch.", path, e)
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as e:
+            logging.warning("Could not read %s (%s); masking it out of its batch.", path, e)
             return None
 
 
@@ -159,8 +182,8 @@ def _is_readable(path: str) -> bool:
 class TfdsSource:
     """A TFDS dataset prepared in ArrayRecord format, read with `tfds.data_source` (no TensorFlow).
 
-    TFDS decodes image features to uint8 numpy [H, W, C] (with PIL or OpenCV); grayscale images are
-    converted to RGB here.
+    Image features are read undecoded (`tfds.decode.SkipDecoding`): the encoded bytes go to the
+    pipeline's decoder, like the files of an image folder. Other features are decoded by TFDS.
     """
 
     def __init__(self, name: str, split: str, *, data_dir: str | None, image_key: str, label_key: str):
@@ -174,8 +197,12 @@ class TfdsSource:
             raise DatasetNotFoundError(_tfds_missing_message(name, _root(data_dir), None)) from e
         if not builder.is_prepared():
             raise DatasetNotFoundError(_tfds_missing_message(name, str(builder.data_dir_root), builder))
+        features = builder.info.features
+        decoders = None
+        if isinstance(features[image_key], tfds.features.Image):
+            decoders = {image_key: tfds.decode.SkipDecoding()}
         try:
-            self._ds = builder.as_data_source(split=split)
+            self._ds = builder.as_data_source(split=split, decoders=decoders)
         except NotImplementedError as e:  # Prepared, but as TFRecord: no random access.
             raise DatasetNotFoundError(
                 f"TFDS dataset {name!r} in {builder.data_dir} is stored as TFRecord, which has no random "
@@ -183,24 +210,20 @@ class TfdsSource:
                 f"  tfds build {name} --data_dir={builder.data_dir_root} --file_format=array_record\n"
                 "or use the ':runlocal' config variant, which trains on the embedded digits data."
             ) from e
-        features = builder.info.features
         self.num_classes = int(features[label_key].num_classes)
 
     def __len__(self) -> int:
         return len(self._ds)
 
-    def load(self, ids: np.ndarray) -> tuple[list[Image.Image], np.ndarray]:
-        """ids: int [b] -> (b RGB PIL images, labels int32 [b])."""
+    def load(self, ids: np.ndarray) -> tuple[list[bytes | np.ndarray], np.ndarray]:
+        """ids: int [b] -> (b encoded images (or uint8 [H, W, C] arrays), labels int32 [b])."""
         examples = self._ds.__getitems__([int(i) for i in ids])
-        images = [_to_pil_rgb(ex[self.image_key]) for ex in examples]
+        images = [ex[self.image_key] for ex in examples]
         labels = np.asarray([ex[self.label_key] for ex in examples], np.int32)
         return images, labels
 
-
-def _to_pil_rgb(image: np.ndarray) -> Image.Image:
-    if image.ndim == 3 and image.shape[-1] == 1:
-        image = image[..., 0]
-    return Image.fromarray(image).convert("RGB")
+    def record_name(self, i: int) -> str:
+        return f"{self.name}[{self.split}] record {i}"
 
 
 def _root(data_dir: str | None) -> str:

@@ -1,6 +1,9 @@
-"""Host-side image transforms (NumPy, PIL), vectorized over a batch where the images allow it.
+"""Host-side image transforms (NumPy), vectorized over a batch where the images allow it.
 
-Boxes are float `(y0, x0, y1, x1)` in pixel-edge coordinates of the source image ([0, H] x [0, W]).
+Boxes are float `(y0, x0, y1, x1)` in pixel-edge coordinates of the source image ([0, H] x [0, W]);
+decoded files are cropped at whole pixels (`snap_boxes`, as torchvision's RandomResizedCrop), in-memory
+arrays at the exact float box. Batches leave the host as uint8; normalization runs on device
+(`tome_jax.data.normalize`).
 Randomness comes from `uniforms(seed, epoch, ids)`, a counter-based hash: the crop and flip of record
 `i` in epoch `e` depend on (seed, e, i) only, not on batch size, shard count or threads.
 """
@@ -10,12 +13,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from PIL import Image
 
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _MUL1 = np.uint64(0xBF58476D1CE4E5B9)
 _MUL2 = np.uint64(0x94D049BB133111EB)
-_RESAMPLE = {"bilinear": Image.Resampling.BILINEAR, "bicubic": Image.Resampling.BICUBIC}
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -96,34 +97,32 @@ def crop_resize(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     return np.matmul(wx[:, None], rows.reshape(b, size, width, channels))  # [b, 1, S, W] @ [b, S, W, C]
 
 
-def crop_resize_pil(
-    images: Sequence[Image.Image | None], boxes: np.ndarray, size: int, interpolation: str
-) -> np.ndarray:
-    """Per-image PIL crop + resize (antialiased). images: b RGB images (None -> zeros) -> float32 [b, S, S, 3] in [0, 1]."""
-    out = np.zeros((len(images), size, size, 3), np.float32)
-    for k, (img, box) in enumerate(zip(images, boxes)):
-        if img is not None:
-            width, height = img.size
-            y0, y1 = (float(v) for v in np.clip(box[0::2], 0.0, height))
-            x0, x1 = (float(v) for v in np.clip(box[1::2], 0.0, width))
-            resized = img.resize((size, size), _RESAMPLE[interpolation], box=(x0, y0, x1, y1))
-            out[k] = np.asarray(resized, np.float32) * (1.0 / 255.0)
-    return out
+def snap_boxes(boxes: np.ndarray, height: np.ndarray, width: np.ndarray) -> np.ndarray:
+    """Float boxes [b, 4] -> int64 boxes of whole pixels inside the image, each side >= 1 pixel.
+
+    Sides and corners are rounded to the nearest pixel; a box pushed past the border is shifted back in.
+    """
+    height, width = np.asarray(height, np.int64), np.asarray(width, np.int64)
+    h = np.clip(np.rint(boxes[:, 2] - boxes[:, 0]).astype(np.int64), 1, height)
+    w = np.clip(np.rint(boxes[:, 3] - boxes[:, 1]).astype(np.int64), 1, width)
+    y0 = np.clip(np.rint(boxes[:, 0]).astype(np.int64), 0, height - h)
+    x0 = np.clip(np.rint(boxes[:, 1]).astype(np.int64), 0, width - w)
+    return np.stack([y0, x0, y0 + h, x0 + w], axis=-1)
+
+
+def to_uint8(images: np.ndarray, scale: float = 255.0) -> np.ndarray:
+    """Round `images * scale` to uint8, clipped to [0, 255]. float [b, ...] -> uint8 [b, ...]."""
+    out = np.multiply(images, np.float32(scale), dtype=np.float32)
+    np.rint(out, out=out)
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
 
 
 def hflip(images: np.ndarray, flip: np.ndarray) -> np.ndarray:
-    """Mirror images[k] left-right where flip[k]. images: [b, H, W, C], flip: bool [b]."""
-    return np.where(flip[:, None, None, None], images[:, :, ::-1], images)
-
-
-def normalize(images: np.ndarray, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
-    """(x - mean) / std per channel. images: [b, H, W, 1 or 3] in [0, 1] -> float32 [b, H, W, 3].
-
-    A single (gray) channel is used for all three outputs: grayscale -> RGB for free. One pass per
-    channel: NumPy broadcasting over a trailing axis of 3 is ~10x slower.
-    """
-    out = np.empty(images.shape[:-1] + (3,), np.float32)
-    for c in range(3):
-        source = images[..., c if images.shape[-1] == 3 else 0]
-        np.multiply(source - np.float32(mean[c]), np.float32(1.0 / std[c]), out=out[..., c])
-    return out
+    """Mirror images[k] left-right where flip[k], in place. images: [b, H, W, C], flip: bool [b]."""
+    if flip.any() and not images.flags.c_contiguous:
+        images[flip] = images[flip, :, ::-1]
+    elif flip.any():
+        pixels = images.view(np.dtype((np.void, images.shape[-1] * images.itemsize)))  # [b, H, W, 1]
+        pixels[flip] = pixels[flip, :, ::-1]  # Whole pixels at a time: ~1.6x faster than per channel.
+    return images

@@ -52,9 +52,10 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
     batch_sharding = sharding_lib.batch_sharding(mesh)
     dataset = data_lib.make_dataset(config.data, config.data.split_eval, global_batch_size=batch_size,
                                     train=False, seed=config.seed)
-    timing_images = jax.device_put(next(iter(dataset))["image"], batch_sharding)
+    timing_images = jax.device_put(loop.normalized(next(iter(dataset)), config.data)["image"], batch_sharding)
     model.eval()
-    evaluator, forward = CompiledForward(model, task.eval_batch), CompiledForward(model)
+    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, loop.normalized(batch, config.data)))
+    forward = CompiledForward(model)
     results, candidates = [], {}
     for r in tqdm(r_values, desc="r sweep", disable=jax.process_index() != 0):
         eval_fn, params, rest = evaluator.compiled(r)

@@ -81,11 +81,18 @@ def split_model(model: nnx.Module):
     return nnx.split(model, nnx.Param, ...)
 
 
+def normalized(batch: dict, data_config) -> dict:
+    """The batch with its uint8 (or raw float) inputs normalized on device by the data's mean/std."""
+    data_cfg = data_lib.resolve_config(data_config)
+    return dict(batch, image=data_lib.normalize(batch["image"], data_cfg.mean, data_cfg.std))
+
+
 def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigDict, task: tasks.Task):
     base_key = jax.random.key(config.seed)
 
     def train_step(state: TrainState, batch: dict):
         task_key, drop_key = jax.random.split(jax.random.fold_in(base_key, state.step))
+        batch = normalized(batch, config.data)  # uint8 -> float32, inside the jitted step
 
         def loss_fn(params):
             # A fresh copy of the RNG variables (merge would reuse the originals), re-seeded per step
@@ -157,7 +164,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     task = tasks.make_task(config)
     model = build_model(config)
     # The eval forward (eval mode, the recipe's schedule), compiled once; then train mode.
-    evaluator = CompiledForward(model, task.eval_batch)
+    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, normalized(batch, config.data)))
     model.eval()
     eval_fn, _, eval_rest = evaluator.compiled()
     model.train()
@@ -196,10 +203,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     first_step = step
     nonfinite = jnp.zeros((), bool)
     eval_result, train_rate = {}, []
+    data_wait = data_lib.InputWait()  # fraction of training time spent waiting for the input pipeline
     interval_start, interval_steps = time.time(), 0
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not lead, dynamic_ncols=True)
     while step < total_steps:
-        batch = sharding_lib.global_batch(next(train_iter), batch_sharding)
+        batch = sharding_lib.global_batch(data_wait.next(train_iter), batch_sharding)
         state, metrics = train_step(state, batch)
         nonfinite = nonfinite | ~jnp.isfinite(metrics["loss"])
         step += 1
@@ -217,7 +225,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             rate = interval_steps * config.batch_size / elapsed
             if step > first_step + 1:  # the first interval includes compilation
                 train_rate.append(rate)
-            writer.write(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/images_per_sec": rate})
+            wait = data_wait.end_interval(elapsed, count=step > first_step + 1)
+            writer.write(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/images_per_sec": rate,
+                                                                                 "train/data_wait_fraction": wait})
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", img_s=f"{rate:.0f}")
             interval_start, interval_steps = time.time(), 0
         if step % config.eval_every_steps == 0 or last:
@@ -242,6 +252,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "tome_method": model.reduction_method, "steps": total_steps,
         **{f"eval_{k}": v for k, v in eval_result.items() if k != "count"},
         "train_images_per_sec": float(np.median(train_rate)) if train_rate else None,
+        "data_wait_fraction": data_wait.fraction(),
         "gflops_per_image": tome_jax.count_flops(model) / 1e9,
         "wall_time_sec": time.time() - start_time, "devices": jax.device_count(),
         "processes": jax.process_count(),
@@ -250,4 +261,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         with open(os.path.join(workdir, "summary.json"), "w") as f:
             json.dump(summary, f, indent=2)
         print(json.dumps(summary, indent=2))
+        if data_wait.warning():
+            tqdm.write("WARNING: " + data_wait.warning())
     return summary
