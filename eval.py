@@ -52,9 +52,7 @@ def main(argv):
         if _CHOOSE.value and not results:
             choice = tome_jax.choose_r(model, **parse_target(_CHOOSE.value), schedule=_SCHEDULE.value,
                                        batch_size=batch_size)
-            print(f"choose_r({_CHOOSE.value}, {_SCHEDULE.value}): r={choice.r}, FLOP ratio "
-                  f"{choice.flops_ratio:.3f}" + (f", measured speedup {choice.speedup:.2f}x"
-                                                 if choice.speedup is not None else ""))
+            print(f"choose_r({_CHOOSE.value}, {_SCHEDULE.value}): {choice}")
             r_values += [] if choice.r in r_values else [choice.r]
         print(f"{label}: {config.model_name} ({origin}), eval split {config.data.split_eval!r}")
         results[label] = evaluate.sweep(config, model, r_values, batch_size=batch_size, repeats=_REPEATS.value)

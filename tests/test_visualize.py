@@ -61,6 +61,8 @@ def test_greyscale_rgba_and_wrong_size_are_converted_with_a_note(model):
 def test_bad_image_input(tmp_path):
     with pytest.raises(ValueError, match="samples: astronaut, brick"):
         vis.load_image("no_such_sample")
+    with pytest.raises(ValueError, match="no such image file"):
+        vis.load_image(str(tmp_path / "missing.jpg"))
     junk = tmp_path / "junk.png"
     junk.write_text("not an image")
     with pytest.raises(ValueError, match="cannot read"):

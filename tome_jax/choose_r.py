@@ -43,6 +43,13 @@ class Choice:
     batch_size: int | None = None
     tried: dict = dataclasses.field(default_factory=dict)
 
+    def __str__(self) -> str:
+        text = f"r={self.r}: FLOPs {self.flops_ratio:.3f}x of r=0"
+        if self.speedup is not None and self.baseline_images_per_sec is not None:
+            text += (f", measured {self.speedup:.2f}x faster ({self.images_per_sec:.1f} vs "
+                     f"{self.baseline_images_per_sec:.1f} images/s at batch {self.batch_size})")
+        return text
+
 
 def candidates(model, schedule: str = "constant") -> list:
     """Schedules r = 0, 1, ... up to the first that reaches the fewest tokens (larger r only clamp)."""

@@ -54,9 +54,11 @@ def load_image(path_or_sample: str) -> tuple[np.ndarray, list[str]]:
         import skimage.data
 
         image = getattr(skimage.data, path_or_sample)()
+    elif os.sep in path_or_sample or os.path.splitext(path_or_sample)[1]:
+        raise ValueError(f"no such image file {path_or_sample!r}; pass an existing PNG/JPEG path or a "
+                         f"scikit-image sample name: {', '.join(SAMPLES)}.")
     else:
-        raise ValueError(f"{path_or_sample!r} is neither an existing file nor a scikit-image sample; "
-                         f"samples: {', '.join(SAMPLES)}.")
+        raise ValueError(f"unknown sample {path_or_sample!r} (and no such file); samples: {', '.join(SAMPLES)}.")
     return to_rgb(image)
 
 

@@ -112,6 +112,7 @@ def plot_accuracy_vs_throughput(results, title: str = ""):
             lo, hi = lo - (hi - 100.5), 100.5
     pad = 0.08 * (hi - lo)
     ax.set_ylim(lo - pad, hi + pad)
+    ax.margins(x=0.12)  # room for the r labels
     n_text = ", ".join(map(str, sorted(sizes))) if sizes else "?"
     ax.set_ylabel(f"top-1 accuracy (%), {n_text} test examples")
     ax.set_xlabel("images / s")
