@@ -1,36 +1,65 @@
-r"""Accuracy and throughput over a sweep of ToMe's r.
+r"""Accuracy and throughput over a sweep of ToMe's r, for one or several models.
 
   python eval.py --config configs/vit_b_tome.py:runlocal --workdir /tmp/runlocal --r 0,2,4,6
   python eval.py --config configs/vit_b_tome.py --weights deit_base.safetensors --r 0,8,16,16:-1
+  python eval.py --config configs/vit_b_tome.py:runlocal --workdir runs/a --workdir runs/b --labels a,b
+  python eval.py --config configs/vit_b_tome.py:runlocal --workdir runs/digits --r 0,2 --choose_r flops=0.5
 
 Weights come from --weights (timm / big_vision / MAE / torchvision file) or the latest checkpoint
-in --workdir. Prints a table and writes eval_results.{json,csv} and accuracy_vs_throughput.png to
---out (default: the workdir, or ./eval_out).
+in --workdir; repeat either flag for several models of the recipe's architecture (one line each in
+the plot). --choose_r adds the smallest r meeting a target (tome_jax.choose_r on the first model:
+flops=RATIO from count_flops, or speedup=FACTOR measured at --batch_size). Prints a table and writes
+eval_results.{json,csv,md} and accuracy_vs_throughput.png to --out (default: the first workdir,
+or ./eval_out).
 """
 
 from absl import app, flags
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Recipe file (configs/*.py[:args]).", lock_config=True)
-_WORKDIR = flags.DEFINE_string("workdir", None, "A training run's directory (its latest checkpoint is used).")
-_WEIGHTS = flags.DEFINE_string("weights", None, "Pretrained weights file instead of a checkpoint.")
+_WORKDIR = flags.DEFINE_multi_string("workdir", None, "A training run's directory (its latest checkpoint is "
+                                     "used); repeat for several models.")
+_WEIGHTS = flags.DEFINE_multi_string("weights", None, "Pretrained weights file instead of a checkpoint; repeat "
+                                     "for several models.")
+_LABELS = flags.DEFINE_list("labels", None, "Names of the models in the table and plot (default: from the paths).")
 _R = flags.DEFINE_string("r", "0,8,16", "Comma-separated r values; 'r:inflect' for a schedule, e.g. 16:-1.")
+_CHOOSE = flags.DEFINE_string("choose_r", None, "Also evaluate the smallest r meeting a target: flops=0.5 "
+                              "(FLOP ratio to r=0) or speedup=1.5 (measured images/s ratio).")
+_SCHEDULE = flags.DEFINE_enum("choose_r_schedule", "constant", ["constant", "decreasing"],
+                              "Schedule family of --choose_r: r or (r, -1).")
 _BATCH = flags.DEFINE_integer("batch_size", None, "Batch for accuracy and timing (default: the recipe's).")
 _REPEATS = flags.DEFINE_integer("repeats", 10, "Timed forward passes per r (median is reported).")
-_OUT = flags.DEFINE_string("out", None, "Where to write the results (default: --workdir or ./eval_out).")
+_OUT = flags.DEFINE_string("out", None, "Where to write the results (default: the first --workdir or ./eval_out).")
 
 
 def main(argv):
     del argv
-    from tome_jax.train import evaluate
+    import tome_jax
+    from tome_jax.choose import parse_target
+    from tome_jax.train import evaluate, report
 
     config = _CONFIG.value
-    model, origin = evaluate.load_model(config, _WORKDIR.value, _WEIGHTS.value)
-    results = evaluate.sweep(config, model, evaluate.parse_r_list(_R.value),
-                             batch_size=_BATCH.value or config.batch_size, repeats=_REPEATS.value)
-    print(f"{config.model_name} ({origin}), eval split {config.data.split_eval!r}")
-    print(evaluate.format_table(results))
-    for path in evaluate.write_report(results, _OUT.value or _WORKDIR.value or "eval_out", config.model_name):
+    sources = [(w, None) for w in _WORKDIR.value or []] + [(None, w) for w in _WEIGHTS.value or []]
+    sources = sources or [(None, None)]  # load_model explains what to pass
+    labels = _LABELS.value or [report.model_label(w, p) for w, p in sources]
+    if len(labels) != len(sources) or len(set(labels)) != len(labels):
+        raise app.UsageError(f"--labels needs one distinct name per model ({len(sources)}), got {labels}.")
+    batch_size = _BATCH.value or config.batch_size
+    r_values = evaluate.parse_r_list(_R.value)
+    results = {}
+    for label, (workdir, weights) in zip(labels, sources):
+        model, origin = evaluate.load_model(config, workdir, weights)
+        if _CHOOSE.value and not results:
+            choice = tome_jax.choose_r(model, **parse_target(_CHOOSE.value), schedule=_SCHEDULE.value,
+                                       batch_size=batch_size)
+            print(f"choose_r({_CHOOSE.value}, {_SCHEDULE.value}): {choice}")
+            r_values += [] if choice.r in r_values else [choice.r]
+        print(f"{label}: {config.model_name} (depth {model.depth}, width {model.embed_dim}, {model.num_tokens} "
+              f"tokens in; {origin}), eval split {config.data.split_eval!r}")
+        results[label] = evaluate.sweep(config, model, r_values, batch_size=batch_size, repeats=_REPEATS.value)
+    print(report.format_table(results))
+    out = _OUT.value or (_WORKDIR.value or ["eval_out"])[0]
+    for path in report.write_report(results, out, config.model_name):
         print("wrote", path)
 
 

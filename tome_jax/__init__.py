@@ -19,6 +19,7 @@ _LAZY = {  # public name -> (module, attribute or None for the module itself)
     "load_timm": ("tome_jax.models.weights", "load_timm"),
     "save_timm": ("tome_jax.models.weights", "save_timm"),
     "CompiledForward": ("tome_jax.models.compiled", "CompiledForward"),
+    "choose_r": ("tome_jax.choose", "choose_r"),
     "models": ("tome_jax.models", None),
     "data": ("tome_jax.data", None),
     "train": ("tome_jax.train", None),

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from tests.train.test_loop import tiny_config
-from tome_jax.train import evaluate, train_and_evaluate
+from tome_jax.train import evaluate, report, train_and_evaluate
 
 
 def test_sweep_over_r_from_a_checkpoint(tmp_path):
@@ -22,9 +22,9 @@ def test_sweep_over_r_from_a_checkpoint(tmp_path):
     # r=2, the run's own schedule, reproduces the training run's final eval.
     summary = json.load(open(tmp_path / "summary.json"))
     assert results[1]["top1"] == pytest.approx(summary["eval_top1"])
-    paths = evaluate.write_report(results, str(tmp_path / "report"), "tiny")
+    paths = report.write_report(results, str(tmp_path / "report"), "tiny")
     assert all(os.path.getsize(p) > 0 for p in paths)
-    assert len(evaluate.format_table(results).splitlines()) == 4
+    assert len(report.format_table(results).splitlines()) == 4
 
 
 def test_parse_r_list_and_missing_checkpoint(tmp_path):

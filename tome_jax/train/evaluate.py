@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import json
 import os
 
 import jax
@@ -73,44 +71,6 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
     for row in results:
         row["speedup"] = row["images_per_sec"] / base
     return results
-
-
-def format_table(results: list[dict]) -> str:
-    lines = [f"{'r':>10} {'top1 %':>8} {'top5 %':>8} {'images/s':>10} {'speedup':>8} {'GFLOPs':>8} {'tokens':>7}"]
-    for row in results:
-        lines.append(f"{str(row['r']):>10} {row['top1']:8.2f} {row['top5']:8.2f} {row['images_per_sec']:10.1f} "
-                     f"{row['speedup']:7.2f}x {row['gflops']:8.3f} {row['tokens_out']:7d}")
-    return "\n".join(lines)
-
-
-def write_report(results: list[dict], out_dir: str, title: str) -> list[str]:
-    """eval_results.json, eval_results.csv and accuracy_vs_throughput.png in out_dir."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    os.makedirs(out_dir, exist_ok=True)
-    paths = [os.path.join(out_dir, n) for n in ("eval_results.json", "eval_results.csv", "accuracy_vs_throughput.png")]
-    rows = [dict(row, r=str(row["r"])) for row in results]
-    with open(paths[0], "w") as f:
-        json.dump(rows, f, indent=2)
-    with open(paths[1], "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([r["images_per_sec"] for r in results], [r["top1"] for r in results], "o-")
-    for row in results:
-        ax.annotate(f"r={row['r']}", (row["images_per_sec"], row["top1"]), textcoords="offset points", xytext=(4, 4))
-    ax.set_xlabel("images / s")
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(paths[2], dpi=120)
-    plt.close(fig)
-    return paths
 
 
 def parse_r_list(text: str) -> list:
