@@ -38,7 +38,7 @@ def get_config(arg=None):
     config.data.update(dict(
         name="imagenet2012", data_dir="", split_train="train", split_eval="validation", image_size=224,
         mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), interpolation="bicubic",
-        crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=True, crop_pct=0.875, num_threads=16))
+        crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3), hflip=True, crop_pct=0.875))
     config.batch_size = 1024
     config.total_epochs = 300.0
     config.total_steps = 0  # > 0 overrides total_epochs
