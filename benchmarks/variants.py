@@ -20,6 +20,15 @@ disjoint, so their "amax" equals their "sum").
 vs. einsum-softmax on [B, T, H, D] vs. the library's einsum-softmax on [B, H, T, D], each with
 the qkv projection (the layout change is part of the cost) and the proportional-attention bias.
 
+`--part forward`: whole jitted forwards of several models (`--models name@img_size:batch,...`) with
+each attention kernel of `--attention` (tome_jax.models.attention; "batched" = the kernel before
+the long-sequence work, "auto" = the library's choice), all interleaved in one run: effective
+GFLOP/s = 2 x `count_flops` x images / time, and each model's GFLOP/s relative to the first
+model's with the same kernel (issue 16's target: ViT-L/16@512 >= 0.85x ViT-B/16@224 at r=0).
+
+    python benchmarks/variants.py --part forward --attention batched,auto --r 0 --repeats 3 \
+        --models vit_base_patch16_224@224:16,vit_large_patch16_384@512:2
+
 Every variant is checked against the library first (same sizes, values within 1e-5). Times are
 per call for the whole batch, summed over the layers of the r schedule (each layer at its own
 token count), median of interleaved rounds. ToMe steps are tiny: on a busy machine add
@@ -42,6 +51,8 @@ import tome_jax  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
+from tome_jax.models.attention import attention_implementation  # noqa: E402
+from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
 from benchmarks.common import machine_lines, table  # noqa: E402
@@ -292,9 +303,60 @@ def run_attention(model, args):
     print(table(["variant", f"T={first} ms", "(cpu ms)", "all layers ms", "time / library"], rows))
 
 
+# ----------------------------------------------------------------------------- whole forwards
+
+
+def run_forward(args):
+    kernels = [k.strip() for k in args.attention.split(",") if k.strip()]
+    rs = sorted({int(v) for v in str(args.r_list).split(",") if v.strip()})
+    models, candidates, flops = {}, {}, {}
+    rng = np.random.default_rng(0)
+    for spec in args.models.split(","):
+        name, _, rest = spec.partition("@")
+        img, _, batch = rest.partition(":")
+        model = tome_jax.create_model(name, img_size=int(img)) if img else tome_jax.create_model(name)
+        label = f"{name}@{model.img_size} b{int(batch or args.batch)}"
+        models[label] = (model, int(batch or args.batch))
+        images = jnp.asarray(rng.standard_normal((models[label][1], model.img_size, model.img_size, 3)),
+                             jnp.float32)
+        for kernel in kernels:
+            fwd = CompiledForward(model)  # one jit cache per kernel
+            for r in rs:
+                fn, state = fwd.compiled(r)
+                with attention_implementation(kernel):  # read while tracing
+                    jax.block_until_ready(fn(state, images))
+                candidates[(label, kernel, r)] = blocking(fn, state, images)
+                flops[(label, r)] = tome_jax.count_flops(model, r=r) * models[label][1]
+                print(f"  compiled {label} {kernel} r={r} ({token_counts(model, 0)[0]} tokens)", flush=True)
+    print(f"  timing {len(candidates)} forwards x {args.repeats} interleaved rounds ...", flush=True)
+    stats = time_interleaved({" ".join(map(str, k)): f for k, f in candidates.items()},
+                             repeats=args.repeats, warmup=1)
+    first = next(iter(models))
+    gf = {k: 2 * flops[(k[0], k[2])] / stats[" ".join(map(str, k))].median / 1e9 for k in candidates}
+    gf_cpu = {k: 2 * flops[(k[0], k[2])] / stats[" ".join(map(str, k))].cpu_median / 1e9 for k in candidates}
+    rows = []
+    for (label, kernel, r), fn in candidates.items():
+        st = stats[f"{label} {kernel} {r}"]
+        rows.append([label, kernel, r, f"{st.median * 1e3:.0f}", f"{st.min * 1e3:.0f}",
+                     f"{models[label][1] / st.median:.3f}", f"{gf[(label, kernel, r)]:.0f}",
+                     f"{gf_cpu[(label, kernel, r)]:.0f}",
+                     f"{gf[(label, kernel, r)] / gf[(first, kernel, r)]:.2f}",
+                     f"{st.median / stats[f'{label} {kernels[-1]} {r}'].median:.2f}"])
+    print()
+    print(table(["model@img batch", "attention", "r", "ms/batch (median)", "ms (min)", "img/s", "eff. GFLOP/s",
+                 "GFLOP/CPU-s", f"GFLOP/s vs {first.split()[0]}", f"speedup of {kernels[-1]}"], rows,
+                align="lllrrrrrrr"))
+    print(f"\n{args.repeats} interleaved rounds, medians; eff. GFLOP/s = 2 x counted FLOPs x images / wall time; "
+          "GFLOP/CPU-s the same per second of process CPU time (all threads).")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["tome", "attention"], default="tome")
+    p.add_argument("--part", choices=["tome", "attention", "forward"], default="tome")
+    p.add_argument("--models", default="vit_base_patch16_224@224:16,vit_large_patch16_384@512:2",
+                   help="--part forward: comma-separated name@img_size:batch")
+    p.add_argument("--attention", default="batched,auto", help="--part forward: attention kernels")
+    p.add_argument("--r-list", default="0", help="--part forward: comma-separated r values")
     p.add_argument("--model", default="vit_base_patch16_224")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--r", type=int, default=16)
@@ -303,6 +365,8 @@ def main(argv=None):
     p.add_argument("--first-layer-only", action="store_true", help="time only the first (largest) layer")
     args = p.parse_args(argv)
     print("\n".join(machine_lines()), flush=True)
+    if args.part == "forward":
+        return run_forward(args)
     model = tome_jax.create_model(args.model, r=args.r)
     (run_tome if args.part == "tome" else run_attention)(model, args)
 

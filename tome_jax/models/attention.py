@@ -118,6 +118,6 @@ def head_loop_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Arra
         bias = flat(jnp.broadcast_to(bias, (batch, heads, bias.shape[2], k_tokens)))
         xs.append(bias)
     per_step = max(1, logits_budget_bytes // (4 * q_tokens * k_tokens))
-    out = jax.lax.map(lambda a: _one_head(*a, *([None] * (4 - len(a)))), tuple(xs),
-                      batch_size=per_step if per_step > 1 else None)
+    step = (lambda a: _one_head(*a)) if bias is not None else (lambda a: _one_head(*a, None))
+    out = jax.lax.map(step, tuple(xs), batch_size=per_step if per_step > 1 else None)
     return out.reshape(batch, heads, q_tokens, dim)
