@@ -17,8 +17,9 @@
 with `--trace-source`, also values, sizes and sources in one "sum" merge (sources are 0/1 and
 disjoint, so their "amax" equals their "sum").
 `--part attention`: `jax.nn.dot_product_attention` on [B, T, H, D] (the first implementation)
-vs. einsum-softmax on [B, T, H, D] vs. the library's einsum-softmax on [B, H, T, D], each with
-the qkv projection (the layout change is part of the cost) and the proportional-attention bias.
+vs. einsum-softmax on [B, T, H, D] vs. the library's attention on [B, H, T, D] (auto choice) and
+each of its kernels forced ("batched", "head_loop"), each with the qkv projection (the layout
+change is part of the cost) and the proportional-attention bias. `--img-size` for long sequences.
 
 `--part forward`: whole jitted forwards of several models (`--models name@img_size:batch,...`) with
 each attention kernel of `--attention` (tome_jax.models.attention; "batched" = the kernel before
@@ -268,8 +269,20 @@ def attention_variants(num_heads):
         q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
         return _attention(q, k, v, bias_of(size)).transpose(0, 2, 1, 3).reshape(x.shape)
 
+    def kernel(name):
+        from tome_jax.models import attention as _attention_module
+
+        def fn(x, w, b, size):
+            batch, tokens, dim = x.shape
+            q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
+            out = _attention_module.dot_product_attention(q, k, v, bias_of(size), implementation=name)
+            return out.transpose(0, 2, 1, 3).reshape(x.shape)
+        return fn
+
     return {"library (einsum, [B, H, T, D])": library, "einsum-softmax, [B, T, H, D]": einsum_bthd,
-            "jax.nn.dot_product_attention, [B, T, H, D]": dpa_bthd}
+            "jax.nn.dot_product_attention, [B, T, H, D]": dpa_bthd,
+            "kernel batched (all heads' logits at once)": kernel("batched"),
+            "kernel head_loop (a few heads per step)": kernel("head_loop")}
 
 
 def run_attention(model, args):
@@ -358,6 +371,7 @@ def main(argv=None):
     p.add_argument("--attention", default="batched,auto", help="--part forward: attention kernels")
     p.add_argument("--r-list", default="0", help="--part forward: comma-separated r values")
     p.add_argument("--model", default="vit_base_patch16_224")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--repeats", type=int, default=15)
@@ -367,7 +381,8 @@ def main(argv=None):
     print("\n".join(machine_lines()), flush=True)
     if args.part == "forward":
         return run_forward(args)
-    model = tome_jax.create_model(args.model, r=args.r)
+    size_kw = {} if args.img_size is None else dict(img_size=args.img_size)
+    model = tome_jax.create_model(args.model, r=args.r, **size_kw)
     (run_tome if args.part == "tome" else run_attention)(model, args)
 
 

@@ -25,7 +25,7 @@ import jax.numpy as jnp
 
 IMPLEMENTATIONS = ("auto", "batched", "head_loop")
 # "auto" loops over heads from this many key tokens on (measured on XLA:CPU, benchmarks/RESULTS.md).
-HEAD_LOOP_MIN_TOKENS = 320
+HEAD_LOOP_MIN_TOKENS = 256
 # Logits of one loop step (heads per step x Tq x Tk x 4 bytes) are kept below this, >= 1 head.
 LOGITS_BUDGET_BYTES = 1 << 20
 
