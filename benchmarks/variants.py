@@ -279,7 +279,7 @@ def attention_variants(num_heads):
             return out.transpose(0, 2, 1, 3).reshape(x.shape)
         return fn
 
-    return {"library (einsum, [B, H, T, D])": library, "einsum-softmax, [B, T, H, D]": einsum_bthd,
+    return {"library (auto kernel, [B, H, T, D])": library, "einsum-softmax, [B, T, H, D]": einsum_bthd,
             "jax.nn.dot_product_attention, [B, T, H, D]": dpa_bthd,
             "kernel batched (all heads' logits at once)": kernel("batched"),
             "kernel head_loop (a few heads per step)": kernel("head_loop")}
@@ -299,7 +299,7 @@ def run_attention(model, args):
     for tokens in distinct:
         x = jnp.asarray(rng.standard_normal((batch, tokens, dim)), jnp.float32)
         size = None if tokens == counts[0] else jnp.asarray(1 + rng.integers(0, 3, (batch, tokens, 1)), jnp.float32)
-        want = variants["library (einsum, [B, H, T, D])"](x, w, b, size)
+        want = variants["library (auto kernel, [B, H, T, D])"](x, w, b, size)
         for name, fn in variants.items():
             np.testing.assert_allclose(np.asarray(fn(x, w, b, size)), np.asarray(want), atol=1e-5, rtol=1e-5,
                                        err_msg=name)
@@ -308,7 +308,7 @@ def run_attention(model, args):
         print(f"  T={tokens} done", flush=True)
     first = distinct[0]
     totals = {n: sum(per_t[t][n].median for t in counts[:-1] if t in per_t) for n in variants}
-    base = totals["library (einsum, [B, H, T, D])"]
+    base = totals["library (auto kernel, [B, H, T, D])"]
     rows = [[n, f"{per_t[first][n].median * 1e3:.1f}", f"{per_t[first][n].cpu_median * 1e3:.1f}",
              f"{totals[n] * 1e3:.0f}", f"{totals[n] / base:.2f}"] for n in variants]
     print(f"\nAttention (qkv projection + attention, bias from sizes after the first merge), batch {batch}, "
