@@ -1,16 +1,21 @@
 """Throughput of the jitted ViT forward with ToMe: images/s, speedup over r=0, FLOP ratio, efficiency.
 
     python benchmarks/throughput.py --model vit_base_patch16_224 --batch 16 --dtype float32 --r 0,8,16
+    python benchmarks/throughput.py --model vit_large_patch16_384 --img-size 512 --batch 2 --r 0,40 \
+        --attention batched,auto --repeats 3 --breakdown-r 0 --torch off
 
 Prints the command line and the machine, then
-1. throughput: for every r, images/s of the jitted forward (compile excluded, warm-up, median of
-   `--repeats` interleaved rounds, block_until_ready), the speedup over r=0 of the same run, the
-   FLOP ratio from `tome_jax.count_flops` and the efficiency = speedup / FLOP ratio. When torch
-   and timm are importable (and not `--torch off`), timm's ViT of the same name, batch, dtype and
-   thread count runs under `torch.inference_mode()` in the same rounds, side by side.
+1. throughput: for every r (and every attention kernel of `--attention`), images/s of the jitted
+   forward (compile excluded, warm-up, median of `--repeats` interleaved rounds,
+   block_until_ready), the effective GFLOP/s (2 x `tome_jax.count_flops` x images / time: one
+   multiply-add = 2 floating-point operations), the speedup over r=0 of the same kernel, the
+   FLOP ratio and the efficiency = speedup / FLOP ratio. When torch and timm are importable (and
+   not `--torch off`), timm's ViT of the same name, batch, dtype, image size and thread count runs
+   under `torch.inference_mode()` in the same rounds, side by side.
 2. breakdown at `--breakdown-r` (0 skips it): every part timed in isolation at the real per-layer
-   shapes (attention, ToMe matching, ToMe merge, MLP, patch embedding, head) and summed over
-   the layers, next to the measured forward. ToMe overhead = matching + merge, all layers.
+   shapes (attention projections, attention logits/softmax/(p @ v) of each kernel, ToMe matching,
+   ToMe merge, MLP, patch embedding, head) and summed over the layers, next to the measured
+   forward. ToMe overhead = matching + merge, all layers.
 
 Timings are wall-clock medians of interleaved rounds (see benchmarks/common.py): on a shared
 machine rerun and compare medians; the minimum column shows the least disturbed run.
@@ -21,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import itertools
 import os
 import sys
@@ -37,6 +43,8 @@ import tome_jax  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
+from tome_jax.models.attention import (  # noqa: E402
+    IMPLEMENTATIONS, attention_implementation, dot_product_attention)
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.reduction import TokenReduction  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
@@ -49,6 +57,12 @@ DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="vit_base_patch16_224")
+    p.add_argument("--img-size", type=int, default=None,
+                   help="input resolution (default: the model's); e.g. 512 for SWAG ViT-L/16, 518 for ViT-H/14")
+    p.add_argument("--attention", default="auto",
+                   help="comma-separated attention kernels to time side by side (tome_jax.models.attention: "
+                        "auto, batched, head_loop); 'batched,auto' = before/after the long-sequence kernel. "
+                        "The breakdown's other parts use the last one.")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--r", default="0,8,16", help="comma-separated r values (constant schedules); 0 is added")
@@ -86,7 +100,8 @@ def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
     torch.set_num_threads(threads)
     device = "cuda" if jax.default_backend() == "gpu" and torch.cuda.is_available() else "cpu"
     torch_dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[dtype]
-    model = timm.create_model(name.partition(".")[0], pretrained=False, num_classes=1000)
+    model = timm.create_model(name.partition(".")[0], pretrained=False, num_classes=1000,
+                              img_size=images.shape[1])
     model = model.eval().to(device=device, dtype=torch_dtype)
     x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device=device, dtype=torch_dtype)
 
@@ -105,22 +120,28 @@ def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
 # ----------------------------------------------------------------------------- throughput
 
 
-def run_throughput(model, fwd, args, images_np, dtype):
+def run_throughput(model, fwds, args, images_np, dtype):
+    """fwds: attention kernel -> CompiledForward of the model (one jit cache per kernel)."""
     rs = sorted({0, *(int(v) for v in args.r.split(",") if v.strip())})
     images = [jnp.asarray(images_np, dtype), jnp.asarray(images_np[::-1].copy(), dtype)]
+    several = len(fwds) > 1
+    name = lambda kernel, r: f"jax {kernel} r={r}" if several else f"jax r={r}"  # noqa: E731
 
     candidates, first_call_s = {}, {}
-    for r in rs:
-        fn, params, rest = fwd.compiled(r)
-        t0 = time.perf_counter()
-        jax.block_until_ready(fn(params, rest, images[0]))
-        first_call_s[r] = time.perf_counter() - t0
-        jax.block_until_ready(fn(params, rest, images[1]))  # new batch contents: must not retrace
-        # Alternate two batch contents while timing: the trace counter then proves no retracing.
-        batches = itertools.cycle(images)
-        candidates[f"jax r={r}"] = lambda fn=fn, p=params, s=rest, batches=batches: jax.block_until_ready(
-            fn(p, s, next(batches)))
-        print(f"  compiled r={r}: first call (trace + compile + run) {first_call_s[r]:.1f} s", flush=True)
+    for kernel, fwd in fwds.items():
+        for r in rs:
+            fn, params, rest = fwd.compiled(r)
+            t0 = time.perf_counter()
+            with attention_implementation(kernel):  # read while tracing
+                jax.block_until_ready(fn(params, rest, images[0]))
+            first_call_s[name(kernel, r)] = time.perf_counter() - t0
+            jax.block_until_ready(fn(params, rest, images[1]))  # new batch contents: must not retrace
+            # Alternate two batch contents while timing: the trace counter then proves no retracing.
+            batches = itertools.cycle(images)
+            candidates[name(kernel, r)] = lambda fn=fn, p=params, s=rest, batches=batches: jax.block_until_ready(
+                fn(p, s, next(batches)))
+            print(f"  compiled {name(kernel, r)}: first call (trace + compile + run) "
+                  f"{first_call_s[name(kernel, r)]:.1f} s", flush=True)
 
     torch_info = None
     if args.torch != "off":
@@ -131,32 +152,40 @@ def run_throughput(model, fwd, args, images_np, dtype):
 
     print(f"  timing {len(candidates)} candidates x {args.repeats} interleaved rounds ...", flush=True)
     stats = time_interleaved(candidates, repeats=args.repeats, warmup=args.warmup)
-    retraced = {k: n for k, n in fwd.traces.items() if n != 1}
+    retraced = {(kernel, k): n for kernel, fwd in fwds.items() for k, n in fwd.traces.items() if n != 1}
 
-    flops0 = tome_jax.count_flops(model, r=0)
-    base = stats["jax r=0"].median
+    flops = {r: tome_jax.count_flops(model, r=r) for r in rs}
+    gflops = lambda r, s: 2 * flops[r] * args.batch / s.median / 1e9  # noqa: E731
     rows = []
-    for r in rs:
-        s = stats[f"jax r={r}"]
-        flop_ratio = flops0 / tome_jax.count_flops(model, r=r)
-        speedup = base / s.median
-        rows.append([
-            "JAX", r, token_counts(model, r)[-1], f"{tome_jax.count_flops(model, r=r) / 1e9:.2f}",
-            f"{flop_ratio:.2f}", f"{s.median * 1e3:.0f}", f"{s.min * 1e3:.0f}",
-            f"{args.batch / s.median:.2f}", f"{speedup:.2f}", f"{speedup / flop_ratio:.2f}",
-        ])
+    for kernel in fwds:
+        base = stats[name(kernel, 0)].median
+        for r in rs:
+            s = stats[name(kernel, r)]
+            flop_ratio = flops[0] / flops[r]
+            speedup = base / s.median
+            rows.append([
+                f"JAX {kernel}" if several else "JAX", r, token_counts(model, r)[-1], f"{flops[r] / 1e9:.2f}",
+                f"{flop_ratio:.2f}", f"{s.median * 1e3:.0f}", f"{s.min * 1e3:.0f}",
+                f"{args.batch / s.median:.3f}", f"{gflops(r, s):.0f}", f"{speedup:.2f}", f"{speedup / flop_ratio:.2f}",
+            ])
+    base = stats[name(next(iter(fwds)), 0)].median
     if "torch timm r=0" in stats:
         s = stats["torch timm r=0"]
-        rows.append(["PyTorch timm", 0, token_counts(model, 0)[-1], f"{flops0 / 1e9:.2f}", "1.00",
-                     f"{s.median * 1e3:.0f}", f"{s.min * 1e3:.0f}", f"{args.batch / s.median:.2f}",
-                     f"{base / s.median:.2f}", ""])
+        rows.append(["PyTorch timm", 0, token_counts(model, 0)[-1], f"{flops[0] / 1e9:.2f}", "1.00",
+                     f"{s.median * 1e3:.0f}", f"{s.min * 1e3:.0f}", f"{args.batch / s.median:.3f}",
+                     f"{gflops(0, s):.0f}", f"{base / s.median:.2f}", ""])
     header = ["impl", "r", "tokens out", "GFLOPs/img", "FLOP ratio", "ms/batch (median)", "ms (min)",
-              "img/s", "speedup vs JAX r=0", "efficiency"]
+              "img/s", "eff. GFLOP/s", "speedup vs r=0", "efficiency"]
     print()
-    print(table(header, rows, align="llrrrrrrrr"))
+    print(table(header, rows, align="llrrrrrrrrr"))
     print(f"\n{args.repeats} interleaved rounds, median wall time per batch of {args.batch}; "
-          f"img/s = batch / median. First calls (trace + compile + one run): "
-          + ", ".join(f"r={r} {first_call_s[r]:.1f} s" for r in rs) + ".")
+          f"img/s = batch / median; eff. GFLOP/s = 2 x GFLOPs/img x img/s; speedup vs r=0 of the same "
+          f"kernel (PyTorch: vs the first JAX kernel). First calls (trace + compile + one run): "
+          + ", ".join(f"{k} {t:.1f} s" for k, t in first_call_s.items()) + ".")
+    if several:
+        first, last = list(fwds)[0], list(fwds)[-1]
+        print(f"{last} vs {first}: " + ", ".join(
+            f"r={r} {stats[name(first, r)].median / stats[name(last, r)].median:.2f}x" for r in rs) + " faster.")
     print("Traces per schedule (each schedule compiled once, 2 batch contents alternated): "
           + ("all 1 (no retracing)" if not retraced else f"RETRACED: {retraced}"))
     return stats
@@ -182,11 +211,20 @@ def _mlp_part(block, x):
     return x + (out if block.ls2 is None else block.ls2(out))
 
 
-def run_breakdown(model, fwd, args, images_np, dtype):
+def run_breakdown(model, fwds, args, images_np, dtype):
+    """Parts timed with the last kernel of `fwds`; the attention core with every kernel."""
+    kernels = list(fwds)
+    kernel = kernels[-1]
+    with attention_implementation(kernel):  # read when the parts are traced (first timed call)
+        return _run_breakdown(model, fwds[kernel], kernels, args, images_np, dtype)
+
+
+def _run_breakdown(model, fwd, kernels, args, images_np, dtype):
     r = args.breakdown_r
     model.r = r
     batch, dim = args.batch, model.embed_dim
-    head_dim = dim // model.blocks[0].attn.num_heads
+    heads = model.blocks[0].attn.num_heads
+    head_dim = dim // heads
     counts = token_counts(model, r)
     cls, dist = model.has_class_token, model.distilled
     prop_attn, trace_source = model.prop_attn, model.trace_source
@@ -209,6 +247,12 @@ def run_breakdown(model, fwd, args, images_np, dtype):
         size = None if i == 0 or counts[0] == t_in else 1.0 + jnp.abs(rand((batch, t_in, 1), jnp.float32))
         attn, state = _pure(block, _attention_part)
         candidates[f"attention {i}"] = blocking(attn, state, x, size if prop_attn else None)
+        # softmax(q k^T / sqrt(D) + log size) v alone, [B, H, T, D] as in the model, for each kernel.
+        bias = None if size is None or not prop_attn else jnp.log(size)[:, None, None, :, 0].astype(dtype)
+        q, k, v = (rand((batch, heads, t_in, head_dim)) for _ in range(3))
+        for kern in kernels:
+            core = jax.jit(functools.partial(dot_product_attention, implementation=kern))
+            candidates[f"core {kern} {i}"] = blocking(core, q, k, v, bias)
         if layer_r > 0:
             metric = rand((batch, t_in, head_dim))
             sizes = jnp.ones((batch, t_in, 1), jnp.float32) if size is None else size
@@ -246,8 +290,11 @@ def run_breakdown(model, fwd, args, images_np, dtype):
     layers = range(model.depth)
     matching = sum(med.get(f"matching {i}", 0.0) for i in layers)
     overhead = sum(med.get(f"matching+merge {i}", 0.0) for i in layers)
+    attention = sum(med[f"attention {i}"] for i in layers)
+    cores = {kern: sum(med[f"core {kern} {i}"] for i in layers) for kern in kernels}
     parts = {
-        "attention (norm1, qkv, softmax(qk^T)v, proj)": sum(med[f"attention {i}"] for i in layers),
+        "attention projections (norm1, qkv, proj) = attention - core": attention - cores[kernels[-1]],
+        f"attention core softmax(qk^T/sqrt(D) + log s)v, {kernels[-1]}": cores[kernels[-1]],
         "ToMe matching (normalize, similarity, max, sort)": matching,
         "ToMe merge (gather/scatter of x and size) = step - matching": overhead - matching,
         "MLP (norm2, fc1, GELU, fc2)": sum(med[f"mlp {i}"] for i in layers),
@@ -260,7 +307,11 @@ def run_breakdown(model, fwd, args, images_np, dtype):
             for name, t in parts.items()]
     rows.append(["sum of parts", f"{total * 1e3:.1f}", "100.0", f"{100 * total / forward:.1f}"])
     rows.append(["measured full forward", f"{forward * 1e3:.1f}", "", "100.0"])
-    print(f"\nBreakdown at r={r} (batch {batch}, {args.dtype}; tokens per block {counts}), "
+    for kern in kernels[:-1]:
+        rows.append([f"(attention core, {kern} instead)", f"{cores[kern] * 1e3:.1f}", "",
+                     f"{100 * cores[kern] / forward:.1f}"])
+    print(f"\nBreakdown at r={r}, attention kernel {kernels[-1]} (batch {batch}, {args.dtype}; "
+          f"tokens per block {counts}), "
           f"each part jitted alone at its real shapes, median of {args.breakdown_repeats} rounds:\n")
     print(table(["part (all layers)", "ms/batch", "% of sum", "% of forward"], rows))
     print(f"\nToMe overhead (matching + merge steps, all layers, timed whole): {overhead * 1e3:.1f} ms = "
@@ -269,11 +320,12 @@ def run_breakdown(model, fwd, args, images_np, dtype):
         drop = med["forward, free token drop"]
         print(f"In context: forward at r={r} {forward * 1e3:.0f} ms vs. the same forward with ToMe replaced "
               f"by a free token drop {drop * 1e3:.0f} ms: difference {100 * (forward - drop) / forward:.1f}%.")
-    per_layer = [[i, counts[i], counts[i + 1]] + [
-        f"{med.get(f'{p} {i}', 0.0) * 1e3:.2f}" for p in ("attention", "matching", "matching+merge", "mlp")]
-        for i in layers]
-    print("\nPer layer (ms/batch; parts timed separately, so matching+merge - matching is noisy):\n")
-    print(table(["layer", "T in", "T out", "attention", "matching", "matching+merge", "MLP"], per_layer))
+    columns = ["attention", *(f"core {kern}" for kern in kernels), "matching", "matching+merge", "mlp"]
+    per_layer = [[i, counts[i], counts[i + 1]] + [f"{med.get(f'{p} {i}', 0.0) * 1e3:.2f}" for p in columns]
+                 for i in layers]
+    print("\nPer layer (ms/batch; parts timed separately, so differences of parts are noisy; "
+          "attention includes the core of the last kernel):\n")
+    print(table(["layer", "T in", "T out", *columns], per_layer))
     return stats
 
 
@@ -311,21 +363,26 @@ def main(argv=None):
     dtype = DTYPES[args.dtype]
     print("\n".join(machine_lines()), flush=True)
     t0 = time.perf_counter()
-    model = tome_jax.create_model(args.model, dtype=None if args.dtype == "float32" else dtype)
+    size_kw = {} if args.img_size is None else dict(img_size=args.img_size)
+    model = tome_jax.create_model(args.model, dtype=None if args.dtype == "float32" else dtype, **size_kw)
     if args.no_prop_attn:
         model.prop_attn = False
-    print(f"model: {args.model} ({model.depth} blocks, dim {model.embed_dim}, "
+    print(f"model: {args.model} @ {model.img_size} ({model.depth} blocks, dim {model.embed_dim}, "
           f"{model.num_patches + model.num_prefix_tokens} tokens), batch {args.batch}, {args.dtype}, "
           f"prop_attn={model.prop_attn}; created in {time.perf_counter() - t0:.1f} s", flush=True)
     images_np = np.random.default_rng(0).standard_normal(
         (args.batch, model.img_size, model.img_size, model.in_chans)).astype(np.float32)
 
     print("\n## Throughput\n", flush=True)
-    fwd = CompiledForward(model)
-    run_throughput(model, fwd, args, images_np, dtype)
+    kernels = [k.strip() for k in args.attention.split(",") if k.strip()]
+    for kernel in kernels:
+        if kernel not in IMPLEMENTATIONS:
+            raise SystemExit(f"--attention: unknown kernel {kernel!r}; use {', '.join(IMPLEMENTATIONS)}.")
+    fwds = {kernel: CompiledForward(model) for kernel in kernels}  # one jit cache per kernel
+    run_throughput(model, fwds, args, images_np, dtype)
     if args.breakdown_r > 0:
         print("\n## Breakdown\n", flush=True)
-        run_breakdown(model, fwd, args, images_np, dtype)
+        run_breakdown(model, fwds, args, images_np, dtype)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,18 @@
 with `--trace-source`, also values, sizes and sources in one "sum" merge (sources are 0/1 and
 disjoint, so their "amax" equals their "sum").
 `--part attention`: `jax.nn.dot_product_attention` on [B, T, H, D] (the first implementation)
-vs. einsum-softmax on [B, T, H, D] vs. the library's einsum-softmax on [B, H, T, D], each with
-the qkv projection (the layout change is part of the cost) and the proportional-attention bias.
+vs. einsum-softmax on [B, T, H, D] vs. the library's attention on [B, H, T, D] (auto choice) and
+each of its kernels forced ("batched", "head_loop"), each with the qkv projection (the layout
+change is part of the cost) and the proportional-attention bias. `--img-size` for long sequences.
+
+`--part forward`: whole jitted forwards of several models (`--models name@img_size:batch,...`) with
+each attention kernel of `--attention` (tome_jax.models.attention; "batched" = the kernel before
+the long-sequence work, "auto" = the library's choice), all interleaved in one run: effective
+GFLOP/s = 2 x `count_flops` x images / time, and each model's GFLOP/s relative to the first
+model's with the same kernel (issue 16's target: ViT-L/16@512 >= 0.85x ViT-B/16@224 at r=0).
+
+    python benchmarks/variants.py --part forward --attention batched,auto --r 0 --repeats 3 \
+        --models vit_base_patch16_224@224:16,vit_large_patch16_384@512:2
 
 Every variant is checked against the library first (same sizes, values within 1e-5). Times are
 per call for the whole batch, summed over the layers of the r schedule (each layer at its own
@@ -42,6 +52,8 @@ import tome_jax  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
+from tome_jax.models.attention import attention_implementation  # noqa: E402
+from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
 from benchmarks.common import machine_lines, table  # noqa: E402
@@ -257,8 +269,20 @@ def attention_variants(num_heads):
         q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
         return _attention(q, k, v, bias_of(size)).transpose(0, 2, 1, 3).reshape(x.shape)
 
-    return {"library (einsum, [B, H, T, D])": library, "einsum-softmax, [B, T, H, D]": einsum_bthd,
-            "jax.nn.dot_product_attention, [B, T, H, D]": dpa_bthd}
+    def kernel(name):
+        from tome_jax.models import attention as _attention_module
+
+        def fn(x, w, b, size):
+            batch, tokens, dim = x.shape
+            q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
+            out = _attention_module.dot_product_attention(q, k, v, bias_of(size), implementation=name)
+            return out.transpose(0, 2, 1, 3).reshape(x.shape)
+        return fn
+
+    return {"library (auto kernel, [B, H, T, D])": library, "einsum-softmax, [B, T, H, D]": einsum_bthd,
+            "jax.nn.dot_product_attention, [B, T, H, D]": dpa_bthd,
+            "kernel batched (all heads' logits at once)": kernel("batched"),
+            "kernel head_loop (a few heads per step)": kernel("head_loop")}
 
 
 def run_attention(model, args):
@@ -275,7 +299,7 @@ def run_attention(model, args):
     for tokens in distinct:
         x = jnp.asarray(rng.standard_normal((batch, tokens, dim)), jnp.float32)
         size = None if tokens == counts[0] else jnp.asarray(1 + rng.integers(0, 3, (batch, tokens, 1)), jnp.float32)
-        want = variants["library (einsum, [B, H, T, D])"](x, w, b, size)
+        want = variants["library (auto kernel, [B, H, T, D])"](x, w, b, size)
         for name, fn in variants.items():
             np.testing.assert_allclose(np.asarray(fn(x, w, b, size)), np.asarray(want), atol=1e-5, rtol=1e-5,
                                        err_msg=name)
@@ -284,7 +308,7 @@ def run_attention(model, args):
         print(f"  T={tokens} done", flush=True)
     first = distinct[0]
     totals = {n: sum(per_t[t][n].median for t in counts[:-1] if t in per_t) for n in variants}
-    base = totals["library (einsum, [B, H, T, D])"]
+    base = totals["library (auto kernel, [B, H, T, D])"]
     rows = [[n, f"{per_t[first][n].median * 1e3:.1f}", f"{per_t[first][n].cpu_median * 1e3:.1f}",
              f"{totals[n] * 1e3:.0f}", f"{totals[n] / base:.2f}"] for n in variants]
     print(f"\nAttention (qkv projection + attention, bias from sizes after the first merge), batch {batch}, "
@@ -292,10 +316,62 @@ def run_attention(model, args):
     print(table(["variant", f"T={first} ms", "(cpu ms)", "all layers ms", "time / library"], rows))
 
 
+# ----------------------------------------------------------------------------- whole forwards
+
+
+def run_forward(args):
+    kernels = [k.strip() for k in args.attention.split(",") if k.strip()]
+    rs = sorted({int(v) for v in str(args.r_list).split(",") if v.strip()})
+    models, candidates, flops = {}, {}, {}
+    rng = np.random.default_rng(0)
+    for spec in args.models.split(","):
+        name, _, rest = spec.partition("@")
+        img, _, batch = rest.partition(":")
+        model = tome_jax.create_model(name, img_size=int(img)) if img else tome_jax.create_model(name)
+        label = f"{name}@{model.img_size} b{int(batch or args.batch)}"
+        models[label] = (model, int(batch or args.batch))
+        images = jnp.asarray(rng.standard_normal((models[label][1], model.img_size, model.img_size, 3)),
+                             jnp.float32)
+        for kernel in kernels:
+            fwd = CompiledForward(model)  # one jit cache per kernel
+            for r in rs:
+                fn, params, state = fwd.compiled(r)
+                with attention_implementation(kernel):  # read while tracing
+                    jax.block_until_ready(fn(params, state, images))
+                candidates[(label, kernel, r)] = blocking(fn, params, state, images)
+                flops[(label, r)] = tome_jax.count_flops(model, r=r) * models[label][1]
+                print(f"  compiled {label} {kernel} r={r} ({token_counts(model, 0)[0]} tokens)", flush=True)
+    print(f"  timing {len(candidates)} forwards x {args.repeats} interleaved rounds ...", flush=True)
+    stats = time_interleaved({" ".join(map(str, k)): f for k, f in candidates.items()},
+                             repeats=args.repeats, warmup=1)
+    first = next(iter(models))
+    gf = {k: 2 * flops[(k[0], k[2])] / stats[" ".join(map(str, k))].median / 1e9 for k in candidates}
+    gf_cpu = {k: 2 * flops[(k[0], k[2])] / stats[" ".join(map(str, k))].cpu_median / 1e9 for k in candidates}
+    rows = []
+    for (label, kernel, r), fn in candidates.items():
+        st = stats[f"{label} {kernel} {r}"]
+        rows.append([label, kernel, r, f"{st.median * 1e3:.0f}", f"{st.min * 1e3:.0f}",
+                     f"{models[label][1] / st.median:.3f}", f"{gf[(label, kernel, r)]:.0f}",
+                     f"{gf_cpu[(label, kernel, r)]:.0f}",
+                     f"{gf[(label, kernel, r)] / gf[(first, kernel, r)]:.2f}",
+                     f"{st.median / stats[f'{label} {kernels[-1]} {r}'].median:.2f}"])
+    print()
+    print(table(["model@img batch", "attention", "r", "ms/batch (median)", "ms (min)", "img/s", "eff. GFLOP/s",
+                 "GFLOP/CPU-s", f"GFLOP/s vs {first.split()[0]}", f"speedup of {kernels[-1]}"], rows,
+                align="lllrrrrrrr"))
+    print(f"\n{args.repeats} interleaved rounds, medians; eff. GFLOP/s = 2 x counted FLOPs x images / wall time; "
+          "GFLOP/CPU-s the same per second of process CPU time (all threads).")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--part", choices=["tome", "attention"], default="tome")
+    p.add_argument("--part", choices=["tome", "attention", "forward"], default="tome")
+    p.add_argument("--models", default="vit_base_patch16_224@224:16,vit_large_patch16_384@512:2",
+                   help="--part forward: comma-separated name@img_size:batch")
+    p.add_argument("--attention", default="batched,auto", help="--part forward: attention kernels")
+    p.add_argument("--r-list", default="0", help="--part forward: comma-separated r values")
     p.add_argument("--model", default="vit_base_patch16_224")
+    p.add_argument("--img-size", type=int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--r", type=int, default=16)
     p.add_argument("--repeats", type=int, default=15)
@@ -303,7 +379,10 @@ def main(argv=None):
     p.add_argument("--first-layer-only", action="store_true", help="time only the first (largest) layer")
     args = p.parse_args(argv)
     print("\n".join(machine_lines()), flush=True)
-    model = tome_jax.create_model(args.model, r=args.r)
+    if args.part == "forward":
+        return run_forward(args)
+    size_kw = {} if args.img_size is None else dict(img_size=args.img_size)
+    model = tome_jax.create_model(args.model, r=args.r, **size_kw)
     (run_tome if args.part == "tome" else run_attention)(model, args)
 
 
