@@ -22,6 +22,9 @@ _OUT = flags.DEFINE_string("out", None, "Where to write the results (default: --
 
 def main(argv):
     del argv
+    from tome_jax import runtime
+
+    runtime.configure()  # quiet logs, persistent compilation cache ($TOME_JAX_CACHE_DIR)
     from tome_jax.train import evaluate
 
     config = _CONFIG.value
