@@ -6,7 +6,6 @@ import glob
 import json
 import os
 import random
-import resource
 import shutil
 import signal
 import subprocess
@@ -193,9 +192,11 @@ def test_unwritable_or_full_workdir_is_refused_naming_path_and_free_space(tmp_pa
 # ----------------------------------------------------------------------------- processes
 
 
-def _limit_file_size():
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
-    resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000))
+# train.py under a 20 kB file-size limit, set by the child itself (no fork hook in a threaded parent);
+# SIGXFSZ ignored, so writes past the limit fail with EFBIG like on a full disk.
+_LIMITED = ("import resource, runpy, signal, sys; signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (20_000, 20_000)); sys.argv = sys.argv[1:]; "
+            "runpy.run_path(sys.argv[0], run_name='__main__')")
 
 
 @pytest.mark.slow
@@ -203,11 +204,11 @@ def test_disk_full_during_a_save_is_a_clear_error_and_the_next_start_recovers(fi
     run = copy_run(finished_run, tmp_path)
     (run / "summary.json").unlink()
     shutil.rmtree(run / "checkpoints" / "8")
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/vit_b_tome.py:runlocal"),
+    cmd = [sys.executable, "-c", _LIMITED, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/vit_b_tome.py:runlocal"),
            "--workdir", str(run), *TINY, "--config.total_steps=8", "--config.warmup_steps=2",
            "--config.checkpoint_every_steps=4"]
     proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, "TOME_JAX_CACHE_DIR": "off"},
-                          preexec_fn=_limit_file_size, capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert f"saving the checkpoint of step 8 in {run / 'checkpoints'} failed" in proc.stderr, proc.stderr[-3000:]
     assert "MiB free" in proc.stderr and "[4] are intact" in proc.stderr
