@@ -34,6 +34,9 @@ _OUT = flags.DEFINE_string("out", None, "Where to write the results (default: th
 
 def main(argv):
     del argv
+    from tome_jax import runtime
+
+    runtime.configure()  # quiet logs, persistent compilation cache ($TOME_JAX_CACHE_DIR)
     import tome_jax
     from tome_jax.choose import parse_target
     from tome_jax.train import evaluate, report

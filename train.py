@@ -1,6 +1,8 @@
 r"""Train a ViT with ToMe: python train.py --config configs/vit_b_tome.py[:args] --workdir DIR.
 
-Resumes from the latest checkpoint in --workdir. Override any field: --config.batch_size=256.
+Resumes from the latest readable checkpoint in --workdir (a local path or gs://bucket/run). SIGTERM
+or Ctrl-C saves a checkpoint at the current step and exits 0; run the same command to resume.
+Override any field: --config.batch_size=256. --verbose shows INFO logs.
 Multi-host (TPU pods, multi-node GPU): add --distributed on every process (jax.distributed
 auto-detects TPU/SLURM/Open MPI, or pass --coordinator_address, --num_processes, --process_id).
 """
@@ -14,10 +16,14 @@ _DISTRIBUTED = flags.DEFINE_bool("distributed", False, "Call jax.distributed.ini
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0 (multi-process).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes (multi-process).")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index (multi-process).")
+_VERBOSE = flags.DEFINE_bool("verbose", False, "Show INFO logs of JAX, orbax and grain (default: warnings only).")
 
 
 def main(argv):
     del argv
+    from tome_jax import runtime
+
+    runtime.configure(verbose=_VERBOSE.value)  # quiet logs, persistent compilation cache ($TOME_JAX_CACHE_DIR)
     import jax
 
     if _DISTRIBUTED.value:

@@ -59,7 +59,10 @@ def get_config(arg=None):
     config.log_every_steps = 100
     config.eval_every_steps = 5000
     config.checkpoint_every_steps = 1000
+    config.checkpoint_every_minutes = 0.0  # > 0: also save after this much wall time (preemptible capacity)
     config.keep_checkpoints = 3
+    # A restart that changes batch size, seed, model, data, optimizer or schedule is refused; True resumes anyway.
+    config.allow_config_change = False
 
     if arg.runlocal:
         # A small ViT on sklearn's digits at 16x16: patches of 2 px give 64 tokens + the class token,

@@ -86,7 +86,8 @@ def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(tmp_path):
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     train_and_evaluate(tiny_config(total_steps=4), str(tmp_path))
     with pytest.raises(FloatingPointError, match="NaN/inf.*last good checkpoint \\(step 4\\)"):
-        train_and_evaluate(tiny_config(**{"total_steps": 12, "optimizer.lr": 1e30, "warmup_steps": 1}),
+        train_and_evaluate(tiny_config(**{"total_steps": 12, "optimizer.lr": 1e30, "warmup_steps": 1,
+                                        "allow_config_change": True}),
                            str(tmp_path))
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
 

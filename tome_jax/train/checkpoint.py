@@ -4,20 +4,49 @@ Orbax writes each step into a temporary directory and renames it only when compl
 killed mid-save leaves the previous checkpoint as the latest; `latest_step()` never sees the
 half-written one. Restoring takes the target's shardings, so a checkpoint written on one mesh
 loads onto another.
+
+Restore falls back: a step that cannot be read (missing item, truncated array, corrupt iterator
+state, empty folder) is reported by name and the previous kept step is tried, down to the oldest;
+nothing is deleted. Each step also stores the resolved config ("config" item) it was written with.
 """
 
 from __future__ import annotations
 
-import os
+import re
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
+from absl import logging
+from etils import epath
 from flax import nnx
+
+from tome_jax.train import workdir as workdir_lib
 
 
 class CheckpointMismatchError(ValueError):
     """The checkpoint in the workdir was written for a different model or optimizer."""
+
+
+class UnreadableCheckpointsError(RuntimeError):
+    """No kept checkpoint step could be read; the message lists each step and its error."""
+
+
+class HostCountError(ValueError):
+    """The checkpoint's data position was saved by a different number of processes."""
+
+
+class NonFiniteStateError(FloatingPointError):
+    """Parameters or optimizer state became NaN/inf; nothing was saved."""
+
+
+@jax.jit
+def all_finite(tree) -> jax.Array:
+    """One fused reduction: True iff every floating-point leaf of `tree` is finite."""
+    leaves = [jnp.isfinite(x).all() for x in jax.tree.leaves(tree)
+              if jnp.issubdtype(jnp.asarray(x).dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def _leaves_by_path(tree) -> dict:
@@ -39,23 +68,94 @@ def _shapes_by_path(tree) -> dict[str, tuple]:
     return {path: tuple(leaf.shape) for path, leaf in _leaves_by_path(tree).items() if hasattr(leaf, "shape")}
 
 
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0][:300] if text else ''}"
+
+
 class Checkpointer:
-    def __init__(self, directory: str, *, keep: int):
+    """directory: a local path or a URL (gs://...), see `workdir.resolve`."""
+
+    def __init__(self, directory: str | epath.Path, *, keep: int, create: bool = True):
+        self.directory = workdir_lib.resolve(directory)
         self.manager = ocp.CheckpointManager(
-            os.path.abspath(directory),
+            self.directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
-                           "data": grain.checkpoint.CheckpointHandler()},
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                           "data": grain.checkpoint.CheckpointHandler(),
+                           "config": ocp.JsonCheckpointHandler()},
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
                                                  enable_async_checkpointing=False),
         )
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
-    def save(self, step: int, state, data_iterator) -> None:
-        self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)))
-        self.manager.wait_until_finished()
+    def all_steps(self) -> list[int]:
+        return sorted(self.manager.all_steps())
+
+    def save(self, step: int, state, data_iterator, config: dict | None = None) -> None:
+        """Save and wait. A failed write (full disk, quota) raises `WorkdirError` naming the path and
+        the free space; the previous steps are untouched and the temporary folder is removed at the
+        next start (`workdir.clean_temporaries`)."""
+        if not bool(all_finite(state)):
+            raise NonFiniteStateError(
+                f"the parameters or optimizer state became NaN/inf by step {step}; not saved. The last good "
+                f"checkpoint (step {self.latest_step()}) is kept in {self.directory}. Lower optimizer.lr, set "
+                "optimizer.clip_norm, or use model.dtype='float32'.")
+        items = dict(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator))
+        if config is not None:
+            items["config"] = ocp.args.JsonSave(config)
+        try:
+            self.manager.save(step, args=ocp.args.Composite(**items))
+            self.manager.wait_until_finished()
+        except Exception as e:  # orbax/TensorStore wrap OSErrors in many types (OUT_OF_RANGE, ValueError...)
+            raise workdir_lib.WorkdirError(
+                f"saving the checkpoint of step {step} in {self.directory} failed "
+                f"({workdir_lib.describe_space(self.directory)}): {_first_line(e)}. The earlier checkpoints "
+                f"{self.all_steps()} are intact; free some space (or fix permissions) and run the same "
+                "command again to resume.") from e
+
+    def saved_config(self, step: int) -> dict | None:
+        """The config saved with `step` (None for checkpoints written before configs were saved)."""
+        if not (self.directory / str(step) / "config").exists():
+            return None
+        return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
+
+    def check_host_count(self, step: int) -> None:
+        """The data iterator's position is one file per process ("process_0-of-N.json"); a restart on
+        another process count cannot continue the same data order, so say so before any compute."""
+        data_dir = self.directory / str(step) / "data"
+        counts = {int(m.group(1)) for f in (data_dir.iterdir() if data_dir.exists() else ())
+                  if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", f.name))}
+        if counts and counts != {jax.process_count()}:
+            raise HostCountError(
+                f"the checkpoint at step {step} in {self.directory} was written by {sorted(counts)[0]} processes "
+                f"and this run has {jax.process_count()}: the data iterator's position is saved per process, so "
+                f"the same data order cannot continue. Resume with {sorted(counts)[0]} processes, or start a "
+                "new --workdir (optionally from these weights via config.init.weights).")
+
+    def restore_latest(self, abstract_state, data_iterator):
+        """(step, state) of the newest readable step, (None, None) for an empty directory.
+
+        A step that cannot be read is reported (warning with its error) and the previous one tried;
+        raises `UnreadableCheckpointsError` listing every failure when none can be read. A checkpoint
+        of another model (`CheckpointMismatchError`) or host count is an error at once."""
+        failures = []
+        for step in reversed(self.all_steps()):
+            try:
+                self.check_host_count(step)
+                return step, self.restore(step, abstract_state, data_iterator)
+            except (CheckpointMismatchError, HostCountError):
+                raise
+            except Exception as e:  # noqa: BLE001 (any read error: KeyError, JSONDecodeError, TensorStore...)
+                failures.append(f"step {step} ({self.directory / str(step)}): {_first_line(e)}")
+                logging.warning("checkpoint step %d cannot be read, trying the previous one: %s", step, failures[-1])
+        if failures:
+            raise UnreadableCheckpointsError(
+                f"no checkpoint in {self.directory} could be read (nothing was deleted):\n  "
+                + "\n  ".join(failures) + "\nMove the broken step folders away to start those steps again, "
+                "or use a new --workdir.")
+        return None, None
 
     def check_compatible(self, step: int, abstract_state) -> None:
         """Compare the saved tree's paths and shapes with ours before touching any array."""

@@ -15,6 +15,7 @@ from tome_jax import timing
 from tome_jax.models.compiled import CompiledForward
 from tome_jax.train import loop, tasks
 from tome_jax.train import sharding as sharding_lib
+from tome_jax.train import workdir as workdir_lib
 from tome_jax.train.checkpoint import Checkpointer
 
 
@@ -27,10 +28,10 @@ def load_model(config: ml_collections.ConfigDict, workdir: str | None, weights: 
         return model, f"weights {weights}"
     if not workdir:
         raise ValueError("pass --workdir (a training run's directory) or --weights (a pretrained file).")
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=1)
+    ckpt = Checkpointer(workdir_lib.resolve(workdir) / "checkpoints", keep=1, create=False)
     step = ckpt.latest_step()
     if step is None:
-        raise FileNotFoundError(f"no checkpoint in {workdir}/checkpoints; train first or pass --weights.")
+        raise FileNotFoundError(f"no checkpoint in {ckpt.directory}; train first or pass --weights.")
     params = ckpt.restore_params(step, nnx.state(model, nnx.Param),
                                  ema=config.optimizer.ema_decay > 0)
     nnx.update(model, params)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from typing import Any
 
@@ -30,7 +29,8 @@ from tome_jax.models.compiled import CompiledForward
 from tome_jax.train import optimizer as optimizer_lib
 from tome_jax.train import sharding as sharding_lib
 from tome_jax.train import tasks
-from tome_jax.train.checkpoint import Checkpointer
+from tome_jax.train import preemption, resume
+from tome_jax.train import workdir as workdir_lib
 from tome_jax.train.metrics import MetricWriter
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -144,7 +144,14 @@ def _total_steps(config, num_train: int) -> tuple[int, int]:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-    """Train `config` in `workdir`, resuming from its latest checkpoint. Returns the summary."""
+    """Train `config` in `workdir` (a local path or a gs:// URL), resuming from its latest readable
+    checkpoint. Returns the summary; on SIGTERM/SIGINT saves a checkpoint at the current step and
+    returns {"preempted_at_step": step} (see `preemption`)."""
+    with preemption.StopSignal() as stop_signal:
+        return _train_and_evaluate(config, workdir_lib.resolve(workdir), stop_signal)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal) -> dict:
     start_time = time.time()
     lead = jax.process_index() == 0
     if config.batch_size % jax.device_count():
@@ -181,25 +188,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     shardings = sharding_lib.state_shardings(mesh, abstract)
     abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
-    os.makedirs(workdir, exist_ok=True)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints"), keep=config.keep_checkpoints)
+    ckpt = resume.open_checkpoints(workdir, abstract, keep=config.keep_checkpoints)
     train_iter = iter(train_ds)
-    latest = ckpt.latest_step()
-    if latest is not None:
-        state = ckpt.restore(latest, abstract, train_iter)
-    else:
-        state = jax.jit(init_state, out_shardings=shardings)(params)
+    latest, state = resume.restore_or_init(ckpt, abstract, train_iter,
+                                           lambda: jax.jit(init_state, out_shardings=shardings)(params))
     del params
-    if lead:
-        with open(os.path.join(workdir, "config.json"), "w") as f:
-            f.write(config.to_json_best_effort(indent=2))
+    resume.check_config(workdir, config, ckpt, latest)
+    if (finished := resume.finished_summary(workdir, latest, total_steps)) is not None:
+        ckpt.close()
+        return finished
 
     train_step = jax.jit(make_train_step(graphdef, rest, tx, schedule, config, task),
                          in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
                          donate_argnums=0)
-    writer = MetricWriter(workdir)
-
     step = int(state.step)
+    writer = MetricWriter(workdir, resume_step=latest)
+    policy = preemption.CheckpointPolicy(stop_signal, every_steps=config.checkpoint_every_steps,
+                                         every_minutes=config.get("checkpoint_every_minutes", 0.0))
+    saved_config, stop = json.loads(config.to_json_best_effort()), False
     first_step = step
     nonfinite = jnp.zeros((), bool)
     eval_result, train_rate = {}, []
@@ -214,6 +220,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         interval_steps += 1
         bar.update(1)
         last = step == total_steps
+        save, stop = policy.decide(step, last)
         if step % config.log_every_steps == 0 or last or step == first_step + 1:
             if bool(nonfinite):
                 raise FloatingPointError(
@@ -230,7 +237,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                                                                  "train/data_wait_fraction": wait})
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", img_s=f"{rate:.0f}")
             interval_start, interval_steps = time.time(), 0
-        if step % config.eval_every_steps == 0 or last:
+        if (step % config.eval_every_steps == 0 or last) and not stop:
             eval_params = state.ema_params if config.optimizer.ema_decay > 0 else state.params
             eval_result = evaluate(task, eval_fn, eval_params, eval_rest, eval_ds, batch_sharding)
             writer.write(step, {f"eval/{k}": v for k, v in eval_result.items()})
@@ -238,14 +245,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                 shown = " ".join(f"{k} {v:.4g}" for k, v in eval_result.items() if k != "count")
                 tqdm.write(f"step {step}: eval {shown} ({eval_result.get('count')} examples)")
             interval_start = time.time()  # eval time is not training throughput
-        if step % config.checkpoint_every_steps == 0 or last:
+        if save:
             if bool(nonfinite):
                 raise FloatingPointError(f"loss became NaN/inf before step {step}; checkpoint not written.")
-            ckpt.save(step, state, train_iter)
+            ckpt.save(step, state, train_iter, saved_config)  # refuses a non-finite state
             interval_start = time.time()
+        if stop:
+            break
     bar.close()
     ckpt.close()
     writer.close()
+    if stop and step < total_steps:
+        if lead:
+            print(f"{stop_signal.requested or 'stop signal on another host'}: saved a checkpoint at step {step} in {workdir / 'checkpoints'}; "
+                  "run the same command to resume.", flush=True)
+        return {"preempted_at_step": step}
+    if not eval_result:  # finished, but the last eval was lost (killed after the final checkpoint)
+        eval_params = state.ema_params if config.optimizer.ema_decay > 0 else state.params
+        eval_result = evaluate(task, eval_fn, eval_params, eval_rest, eval_ds, batch_sharding)
 
     summary = {
         "model": config.model_name, "task": config.get("task", "classification"), "tome_r": config.tome.r,
@@ -258,8 +275,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         "processes": jax.process_count(),
     }
     if lead:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        workdir_lib.write_text(workdir / "summary.json", json.dumps(summary, indent=2))
         print(json.dumps(summary, indent=2))
         if data_wait.warning():
             tqdm.write("WARNING: " + data_wait.warning())

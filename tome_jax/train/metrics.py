@@ -6,39 +6,83 @@ import json
 import os
 
 import jax
+from absl import logging
+from etils import epath
+
+from tome_jax.train import workdir as workdir_lib
+
+# tensorboardX writes local paths itself and gs:// / s3:// through its own clients; other schemes
+# would become a local folder named like the URL, so TensorBoard is skipped there.
+_TENSORBOARD_SCHEMES = ("gs://", "s3://")
 
 
 class MetricWriter:
-    """`write(step, {"train/loss": ...})` appends one JSON line and TensorBoard scalars."""
+    """`write(step, {"train/loss": ...})` appends one JSON line and TensorBoard scalars.
 
-    def __init__(self, workdir: str):
+    resume_step: the step the run restarts from; lines after it (written after that checkpoint by a
+    run that was then killed) are dropped, and TensorBoard purges its events after it, so a resumed
+    run logs every step once."""
+
+    def __init__(self, workdir: str | epath.Path, resume_step: int | None = None):
+        workdir = workdir_lib.resolve(workdir)
         self.active = jax.process_index() == 0
-        self.path = os.path.join(workdir, "metrics.jsonl")
+        self.path = workdir / "metrics.jsonl"
+        self._local = workdir_lib.is_local(self.path)
+        self._lines = []  # the whole file, kept for remote storage (objects cannot be appended to)
         self._tb = None
-        if self.active:
+        if not self.active:
+            return
+        if self.path.exists():
+            kept = [json.dumps(r) + "\n" for r in _parse(self.path.read_text())
+                    if resume_step is not None and r["step"] <= resume_step]
+            workdir_lib.write_text(self.path, "".join(kept))
+            self._lines = kept
+        tb_dir = os.fspath(workdir / "tensorboard")
+        if self._local or tb_dir.startswith(_TENSORBOARD_SCHEMES):
             from tensorboardX import SummaryWriter
 
-            self._tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tb = SummaryWriter(tb_dir, purge_step=purge)
+        else:
+            logging.warning("no TensorBoard events for %s (tensorboardX writes local, gs:// and s3:// paths); "
+                            "metrics.jsonl has every value.", workdir)
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.active:
             return
         metrics = {k: float(v) for k, v in metrics.items()}
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": int(step), **metrics}) + "\n")
-        for key, value in metrics.items():
-            self._tb.add_scalar(key, value, int(step))
-        self._tb.flush()
+        line = json.dumps({"step": int(step), **metrics}) + "\n"
+        if self._local:
+            with self.path.open("a") as f:
+                f.write(line)
+        else:
+            self._lines.append(line)
+            self.path.write_text("".join(self._lines))
+        if self._tb is not None:
+            for key, value in metrics.items():
+                self._tb.add_scalar(key, value, int(step))
+            self._tb.flush()
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict]:
-    """All JSON lines written so far (for plots and tests)."""
-    path = os.path.join(workdir, "metrics.jsonl")
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
+def _parse(text: str) -> list[dict]:
+    """JSON lines; a torn last line (a run killed mid-write) is skipped."""
+    rows, lines = [], text.splitlines()
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return rows
+
+
+def read_metrics(workdir: str | epath.Path) -> list[dict]:
+    """All JSON lines written so far (for plots and tests); tolerates a torn last line."""
+    path = workdir_lib.resolve(workdir) / "metrics.jsonl"
+    return _parse(path.read_text()) if path.exists() else []

@@ -1,0 +1,143 @@
+"""The run's directory, local or on a bucket: one path type (etils `epath`) for every file in it.
+
+`resolve("runs/a")` is an absolute local path, `resolve("gs://bucket/run")` stays a URL (never
+`os.path.abspath`, which would turn it into `<cwd>/gs:/bucket/run`). Everything the framework writes
+in a workdir (checkpoints, config, metrics, summary, eval results, plots) is built from the returned
+`epath.Path`, so a bucket workdir is written by every host to the bucket, not to local disks.
+
+Also here: the checks and bookkeeping done at start-up (writable, free space, leftover temporary
+checkpoint folders, config changes between a run and its restart) and small JSON helpers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Mapping
+
+from etils import epath
+
+# Config fields whose change makes a resumed run a different run (the data order, the model, the
+# schedule): a restart that changes one is refused unless `allow_config_change=True`. Dotted names
+# inside these are exempt: where the data lives and how many threads read it do not change the run.
+BREAKING_FIELDS = ("seed", "batch_size", "model_name", "model", "task", "tome", "data", "init", "total_steps",
+                   "total_epochs", "warmup_steps", "warmup_epochs", "optimizer", "mixup", "label_smoothing")
+EXEMPT_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch_batches")
+
+# orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" (and items inside into "*.orbax-checkpoint-tmp*")
+# and renames it when complete; a run killed mid-save (or a full disk) leaves such folders behind.
+TEMPORARY_MARKER = ".orbax-checkpoint-tmp"
+
+
+class WorkdirError(OSError):
+    """The workdir cannot be written (permissions, full disk): names the path and the free space."""
+
+
+def resolve(workdir: str | os.PathLike) -> epath.Path:
+    """A local path made absolute, or a URL (gs://, s3://, any registered epath scheme) unchanged."""
+    path = epath.Path(workdir)
+    return path if not is_local(path) else epath.Path(os.path.abspath(os.fspath(path)))
+
+
+def is_local(path: epath.Path) -> bool:
+    """True for paths on this machine's filesystem (a plain `pathlib`-style path)."""
+    text = os.fspath(path)
+    return "://" not in text and isinstance(path, epath.Path)
+
+
+def free_bytes(path: epath.Path) -> int | None:
+    """Free space on the filesystem holding `path` (its nearest existing parent); None for a URL."""
+    if not is_local(path):
+        return None
+    probe = os.fspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    return shutil.disk_usage(probe).free
+
+
+def describe_space(path: epath.Path) -> str:
+    free = free_bytes(path)
+    return "free space unknown (remote storage)" if free is None else f"{free / 2**20:.1f} MiB free"
+
+
+def check_writable(workdir: epath.Path, *, needed_bytes: int = 0) -> None:
+    """Create `workdir`, write and delete a probe file, and compare the free space with
+    `needed_bytes` (e.g. two checkpoints): a clear error before any compute instead of a failed save."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+        probe = workdir / f".write_probe_{uuid.uuid4().hex}"
+        probe.write_text("ok")
+        probe.unlink()
+    except OSError as e:
+        raise WorkdirError(f"cannot write to the workdir {workdir} ({describe_space(workdir)}): {e}. Choose a "
+                           "writable --workdir or free some space.") from e
+    free = free_bytes(workdir)
+    if free is not None and free < needed_bytes:
+        raise WorkdirError(f"the workdir {workdir} has {free / 2**20:.1f} MiB free but a checkpoint needs about "
+                           f"{needed_bytes / 2**20:.1f} MiB. Free some space or use another --workdir.")
+
+
+def clean_temporaries(checkpoint_dir: epath.Path) -> list[str]:
+    """Delete the temporary folders of interrupted saves in `checkpoint_dir` (never a finished step);
+    returns their names."""
+    if not checkpoint_dir.exists():
+        return []
+    removed = []
+    for child in checkpoint_dir.iterdir():
+        if TEMPORARY_MARKER in child.name:
+            child.rmtree() if child.is_dir() else child.unlink()
+            removed.append(child.name)
+    return sorted(removed)
+
+
+# ----------------------------------------------------------------------------- JSON files
+
+
+def write_text(path: epath.Path, text: str) -> None:
+    """Write a whole file so that a reader never sees half of it: a local file through a temporary
+    file and a rename; an object on a bucket is replaced whole anyway."""
+    if not is_local(path):
+        path.write_text(text)
+        return
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    tmp.write_text(text)
+    os.replace(os.fspath(tmp), os.fspath(path))
+
+
+def read_json(path: epath.Path):
+    """The parsed file, or None when it does not exist."""
+    return json.loads(path.read_text()) if path.exists() else None
+
+
+# ----------------------------------------------------------------------------- config changes
+
+
+def _flatten(tree, prefix="") -> dict:
+    if isinstance(tree, Mapping):
+        out = {}
+        for key, value in tree.items():
+            out.update(_flatten(value, f"{prefix}{key}."))
+        return out
+    return {prefix[:-1]: list(tree) if isinstance(tree, tuple) else tree}
+
+
+def config_diff(old: Mapping, new: Mapping) -> list[tuple[str, object, object]]:
+    """[(dotted field, old value, new value)] for every field that differs (absent = missing)."""
+    a, b = _flatten(old), _flatten(new)
+    return [(k, a.get(k, "<missing>"), b.get(k, "<missing>")) for k in sorted(set(a) | set(b))
+            if a.get(k, "<missing>") != b.get(k, "<missing>")]
+
+
+def breaking_changes(diff: list[tuple[str, object, object]]) -> list[tuple[str, object, object]]:
+    """The part of `config_diff` that changes what the resumed run computes (`BREAKING_FIELDS`)."""
+    return [d for d in diff if d[0].split(".")[0] in BREAKING_FIELDS and d[0] not in EXEMPT_FIELDS]
+
+
+def format_diff(diff) -> str:
+    return "\n".join(f"  {key}: {old!r} -> {new!r}" for key, old, new in diff)
+
+
+class ConfigChangeError(ValueError):
+    """A restart changed fields that make it a different run."""
