@@ -21,15 +21,14 @@ import optax
 from flax import nnx
 from tqdm import tqdm
 
-import tome_jax
 from jax.experimental import multihost_utils
 
+import tome_jax
 from tome_jax import data as data_lib
 from tome_jax.models.compiled import CompiledForward
 from tome_jax.train import optimizer as optimizer_lib
 from tome_jax.train import sharding as sharding_lib
-from tome_jax.train import tasks
-from tome_jax.train import preemption, resume
+from tome_jax.train import preemption, resume, tasks
 from tome_jax.train import workdir as workdir_lib
 from tome_jax.train.metrics import MetricWriter
 

@@ -149,24 +149,30 @@ def plot_accuracy_vs_throughput(results, title: str = ""):
 
 
 def write_report(results, out_dir: str, title: str) -> list[str]:
-    """eval_results.json, eval_results.csv, eval_results.md and accuracy_vs_throughput.png in out_dir;
-    returns their paths."""
+    """eval_results.json, eval_results.csv, eval_results.md and accuracy_vs_throughput.png in out_dir
+    (a local path or a gs://-style URL, through the workdir path abstraction); returns their paths."""
+    import io
+
     import matplotlib.pyplot as plt
 
-    os.makedirs(out_dir, exist_ok=True)
+    from tome_jax.train import workdir as workdir_lib
+
+    out = workdir_lib.resolve(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
     names = ("eval_results.json", "eval_results.csv", "eval_results.md", "accuracy_vs_throughput.png")
-    paths = [os.path.join(out_dir, n) for n in names]
+    paths = [out / n for n in names]
     rows = _flat_rows(by_model(results, title))
-    with open(paths[0], "w") as f:
-        json.dump(rows, f, indent=2)
-    with open(paths[1], "w", newline="") as f:
-        fields = list(COLUMNS) + [k for k in rows[0] if k not in COLUMNS]
-        writer = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
-    with open(paths[2], "w") as f:
-        f.write(f"{title}\n\n" + markdown_table(by_model(results, title)))
+    workdir_lib.write_text(paths[0], json.dumps(rows, indent=2))
+    table = io.StringIO()
+    fields = list(COLUMNS) + [k for k in rows[0] if k not in COLUMNS]
+    writer = csv.DictWriter(table, fieldnames=fields, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    workdir_lib.write_text(paths[1], table.getvalue())
+    workdir_lib.write_text(paths[2], f"{title}\n\n" + markdown_table(by_model(results, title)))
     fig = plot_accuracy_vs_throughput(results, title)
-    fig.savefig(paths[3], dpi=110)
+    png = io.BytesIO()
+    fig.savefig(png, format="png", dpi=110)
     plt.close(fig)
-    return paths
+    paths[3].write_bytes(png.getvalue())
+    return [str(p) for p in paths]
