@@ -58,6 +58,10 @@ class DataConfig:
     # else grain runs only prefetch_batches threads. Host memory ~ prefetch_batches x one batch.
     worker_count: int = 0
 
+    # Audio sources ("synthetic_audio", "audiofolder"): a dict of tome_jax.data.audio.AudioConfig fields
+    # (front end, clip length, SpecAugment); None for image sources.
+    audio: Any = None
+
     def __post_init__(self):
         if self.image_size <= 0:
             raise ValueError(f"data.image_size must be positive, got {self.image_size}.")

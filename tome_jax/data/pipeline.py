@@ -157,6 +157,8 @@ class _TrainBatch:
 
     def __call__(self, chunk: tuple[np.ndarray, np.ndarray]) -> Batch:
         epoch, ids = chunk
+        if hasattr(self.source, "make_batch"):  # non-image arrays (audio): the source builds the batch
+            return self.source.make_batch(ids, train=True, seed=self.seed, epoch=epoch)
         cfg = self.cfg
         u = transforms.uniforms(self.seed, epoch, ids, 5)
         boxes_fn = functools.partial(
@@ -177,6 +179,9 @@ class _EvalBatch:
     def __call__(self, ids: np.ndarray) -> Batch:
         cfg, size = self.cfg, self.cfg.image_size
         real = ids >= 0
+        if hasattr(self.source, "make_batch"):  # non-image arrays: padding rows repeat record 0, masked
+            batch = self.source.make_batch(np.where(real, ids, 0), train=False, seed=0, epoch=np.zeros_like(ids))
+            return dict(batch, mask=batch["mask"] & real)
         batch = {
             "image": np.zeros((len(ids), size, size, 3), np.float32),
             "label": np.zeros(len(ids), np.int32),

@@ -74,11 +74,21 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
     return results
 
 
+_METRIC_COLUMNS = (("top1", "top1 %"), ("top5", "top5 %"), ("mAP", "mAP %"), ("loss", "loss"))
+
+
+def _metrics(results: list[dict]) -> list[tuple[str, str]]:
+    """The task's metric columns present in the results (top-1/top-5, mAP, loss)."""
+    return [(key, title) for key, title in _METRIC_COLUMNS if key in results[0]]
+
+
 def format_table(results: list[dict]) -> str:
-    lines = [f"{'r':>10} {'top1 %':>8} {'top5 %':>8} {'images/s':>10} {'speedup':>8} {'GFLOPs':>8} {'tokens':>7}"]
+    metrics = _metrics(results)
+    lines = [f"{'r':>10} " + "".join(f"{title:>8} " for _, title in metrics)
+             + f"{'images/s':>10} {'speedup':>8} {'GFLOPs':>8} {'tokens':>7}"]
     for row in results:
-        lines.append(f"{str(row['r']):>10} {row['top1']:8.2f} {row['top5']:8.2f} {row['images_per_sec']:10.1f} "
-                     f"{row['speedup']:7.2f}x {row['gflops']:8.3f} {row['tokens_out']:7d}")
+        lines.append(f"{str(row['r']):>10} " + "".join(f"{row[key]:8.2f} " for key, _ in metrics)
+                     + f"{row['images_per_sec']:10.1f} {row['speedup']:7.2f}x {row['gflops']:8.3f} {row['tokens_out']:7d}")
     return "\n".join(lines)
 
 
@@ -98,12 +108,13 @@ def write_report(results: list[dict], out_dir: str, title: str) -> list[str]:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+    key, metric_title = _metrics(results)[0]
     fig, ax = plt.subplots(figsize=(5, 4))
-    ax.plot([r["images_per_sec"] for r in results], [r["top1"] for r in results], "o-")
+    ax.plot([r["images_per_sec"] for r in results], [r[key] for r in results], "o-")
     for row in results:
-        ax.annotate(f"r={row['r']}", (row["images_per_sec"], row["top1"]), textcoords="offset points", xytext=(4, 4))
+        ax.annotate(f"r={row['r']}", (row["images_per_sec"], row[key]), textcoords="offset points", xytext=(4, 4))
     ax.set_xlabel("images / s")
-    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylabel(metric_title)
     ax.set_title(title)
     ax.grid(alpha=0.3)
     fig.tight_layout()
