@@ -75,6 +75,10 @@ class DataConfig:
     prefetch_batches: int = -1
     worker_count: int = 0
 
+    # Audio sources ("synthetic_audio", "audiofolder"): a dict of tome_jax.data.audio.AudioConfig fields
+    # (front end, clip length, SpecAugment); None for image sources.
+    audio: Any = None
+
     def __post_init__(self):
         if self.image_size <= 0:
             raise ValueError(f"data.image_size must be positive, got {self.image_size}.")

@@ -216,6 +216,8 @@ class _TrainBatch:
 
     def __call__(self, chunk: tuple[np.ndarray, np.ndarray]) -> Batch:
         epoch, ids = chunk
+        if hasattr(self.loader.source, "make_batch"):  # e.g. audio: the source builds its own batches
+            return self.loader.source.make_batch(ids, train=True, seed=self.seed, epoch=epoch)
         cfg = self.loader.cfg
         u = transforms.uniforms(self.seed, epoch, ids, 5)
         boxes_fn = functools.partial(
@@ -234,6 +236,10 @@ class _EvalBatch:
     def __call__(self, ids: np.ndarray) -> Batch:
         cfg = self.loader.cfg
         real = ids >= 0
+        if hasattr(self.loader.source, "make_batch"):  # padding rows repeat record 0, masked
+            batch = self.loader.source.make_batch(np.where(real, ids, 0), train=False, seed=0,
+                                                  epoch=np.zeros_like(ids))
+            return dict(batch, mask=batch["mask"] & real)
         boxes_fn = functools.partial(transforms.center_crop_boxes, crop_pct=cfg.crop_pct)
         # All-padding batches (a host with fewer records) still need the example shape: load record 0.
         images, labels, decoded = self.loader(ids[real] if real.any() else ids[:1] * 0, boxes_fn)

@@ -257,11 +257,16 @@ def _tfds_missing_message(name: str, root: str, builder) -> str:
 
 
 def make_source(cfg: DataConfig | Mapping[str, Any] | None, split: str) -> Source:
-    """The source named by `cfg.name` for `split` (digits | imagefolder | any TFDS name).
+    """The source named by `cfg.name` for `split` (digits | imagefolder | synthetic_audio | audiofolder |
+    any TFDS name).
 
     imagefolder reads `os.path.join(cfg.data_dir, split)`; split "" reads `cfg.data_dir` itself.
     """
     cfg = resolve_config(cfg)
+    if cfg.name in ("synthetic_audio", "audiofolder"):  # non-image arrays: tome_jax/data/audio.py
+        from tome_jax.data import audio  # pylint: disable=g-import-not-at-top
+
+        return audio.make_audio_source(cfg.name, cfg.data_dir, split, cfg.audio)
     if cfg.name == "digits":
         return load_digits(split)
     if cfg.name == "imagefolder":

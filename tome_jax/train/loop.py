@@ -7,6 +7,7 @@ tqdm progress, JSON-lines + TensorBoard metrics, periodic eval and a final summa
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
 import time
@@ -66,7 +67,10 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     model = tome_jax.create_model(config.model_name, dtype=_DTYPES[dtype],
                                   rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
     if load_weights and config.init.weights:
-        tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
+        # init.loader: a dotted name of a loader(model, path, skip=...) for checkpoints that are not
+        # timm-shaped, e.g. "tome_jax.models.audio.load_audiomae" (AudioMAE pre-trained: drops the decoder).
+        module, _, name = config.init.get("loader", "tome_jax.models.weights.load_timm").rpartition(".")
+        getattr(importlib.import_module(module), name)(model, config.init.weights, skip=tuple(config.init.skip))
     return model
 
 
