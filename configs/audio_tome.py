@@ -43,7 +43,10 @@ def get_config(arg=None):
 
     # Data: AudioSet as WAVs + CSV; AudioMAE's front end and SpecAugment (freqm 48, timem 192).
     config.data = data_config()
+    # Spectrograms arrive normalized by the front end (data.audio mean/std): the on-device
+    # normalization is the identity (one channel, mean 0, std 1).
     config.data.update(dict(name="audiofolder", data_dir="", split_train="train", split_eval="eval",
+                            mean=(0.0,), std=(1.0,),
                             num_threads=16))
     config.data.audio = ml_collections.ConfigDict(dict(
         sample_rate=16000, num_mel_bins=128, num_frames=1024, window="hanning", mean=-4.2677393,

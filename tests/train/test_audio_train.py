@@ -4,7 +4,7 @@ import numpy as np
 
 from configs.audio_tome import get_config
 from tome_jax.data import make_source
-from tome_jax.train import evaluate, train_and_evaluate
+from tome_jax.train import evaluate, report, train_and_evaluate
 from tome_jax.train.tasks import multilabel_metrics
 from tome_jax.train.metrics import read_metrics
 
@@ -38,4 +38,4 @@ def test_the_audio_demo_learns_and_sweeps_r_with_map(tmp_path):
     results = evaluate.sweep(config, model, [0, 4], batch_size=32, repeats=1)
     assert [row["tokens_out"] for row in results] == [33, 25] and results[1]["gflops"] < results[0]["gflops"]
     assert abs(results[1]["mAP"] - summary["eval_mAP"]) < 1e-6  # the run's own schedule reproduces its eval
-    assert "mAP %" in evaluate.format_table(results).splitlines()[0]
+    assert "mAP %" in report.format_table(results).splitlines()[0]
