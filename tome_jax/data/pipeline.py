@@ -26,6 +26,7 @@ import grain
 import numpy as np
 from absl import flags
 
+from tome_jax.data import clips
 from tome_jax.data import sources as sources_lib
 from tome_jax.data import transforms
 from tome_jax.data.config import DataConfig, resolve_config
@@ -158,6 +159,8 @@ class _TrainBatch:
     def __call__(self, chunk: tuple[np.ndarray, np.ndarray]) -> Batch:
         epoch, ids = chunk
         cfg = self.cfg
+        if getattr(self.source, "passthrough", False):  # finished arrays (clips): no crop/resize
+            return clips.train_batch(self.source, epoch, ids, self.seed, cfg)
         u = transforms.uniforms(self.seed, epoch, ids, 5)
         boxes_fn = functools.partial(
             transforms.random_resized_crop_boxes, u[:, :4], scale=cfg.crop_scale, ratio=cfg.crop_ratio
@@ -176,6 +179,8 @@ class _EvalBatch:
 
     def __call__(self, ids: np.ndarray) -> Batch:
         cfg, size = self.cfg, self.cfg.image_size
+        if getattr(self.source, "passthrough", False):  # finished arrays (clips): no crop/resize
+            return clips.eval_batch(self.source, ids, cfg)
         real = ids >= 0
         batch = {
             "image": np.zeros((len(ids), size, size, 3), np.float32),
