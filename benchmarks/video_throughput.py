@@ -86,19 +86,23 @@ def train_rows(args) -> list[list]:
                                                             args.img_size, 3), DTYPES[args.dtype]),
              "label": jnp.arange(args.train_batch, dtype=jnp.int32) % 400,
              "mask": jnp.ones((args.train_batch,), bool)}
+    # One model and one train state for both r (the parameters do not depend on r): half the memory.
+    config = get_config("r=0")
+    config.model_name = name
+    config.model.update(dict(num_frames=args.frames, img_size=args.img_size, dtype=args.dtype))
+    model = loop.build_model(config, load_weights=False)
+    model.train()
+    _, params, _ = loop.split_model(model)
+    tx, schedule = optimizer_lib.make_optimizer(
+        config.optimizer, params, layer_ids=model.layer_ids(params), depth=model.depth,
+        decay_mask=model.weight_decay_mask(params), total_steps=1000, warmup_steps=10)
+    state = loop.TrainState(step=jnp.ones((), jnp.int32) * 20, params=params, opt_state=tx.init(params),
+                            ema_params={})
     candidates, meta = {}, {}
     for rr in (0, r):
-        config = get_config(f"r={rr}")
-        config.model_name = name
-        config.model.update(dict(num_frames=args.frames, img_size=args.img_size, dtype=args.dtype))
-        model = loop.build_model(config, load_weights=False)
-        model.train()
-        graphdef, params, rest = loop.split_model(model)
-        tx, schedule = optimizer_lib.make_optimizer(
-            config.optimizer, params, layer_ids=model.layer_ids(params), depth=model.depth,
-            decay_mask=model.weight_decay_mask(params), total_steps=1000, warmup_steps=10)
-        state = loop.TrainState(step=jnp.ones((), jnp.int32) * 20, params=params, opt_state=tx.init(params),
-                                ema_params={})
+        model.r = rr
+        config.tome.r = rr
+        graphdef, _, rest = loop.split_model(model)
         step = jax.jit(loop.make_train_step(graphdef, rest, tx, schedule, config, tasks.make_task(config)))
         candidates[f"r={rr}"] = blocking(step, state, batch)
         meta[f"r={rr}"] = (rr, model.token_counts(rr)[-1], tome_jax.count_flops(model, r=rr))
