@@ -34,7 +34,7 @@ def mixup_cutmix(
     """
     if mixup_alpha <= 0 and cutmix_alpha <= 0:
         return images, labels_onehot
-    _, height, width, _ = images.shape
+    height, width = images.shape[-3:-1]  # [B, H, W, C] or clips [B, T, H, W, C] (one box for all frames)
     k_mix, k_cut, k_box, k_switch = jax.random.split(rng, 4)
     partner_images, partner_labels = images[::-1], labels_onehot[::-1]
 

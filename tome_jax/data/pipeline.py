@@ -216,7 +216,7 @@ class _TrainBatch:
 
     def __call__(self, chunk: tuple[np.ndarray, np.ndarray]) -> Batch:
         epoch, ids = chunk
-        if hasattr(self.loader.source, "make_batch"):  # e.g. audio: the source builds its own batches
+        if hasattr(self.loader.source, "make_batch"):  # clips, audio: the source builds its own batches
             return self.loader.source.make_batch(ids, train=True, seed=self.seed, epoch=epoch)
         cfg = self.loader.cfg
         u = transforms.uniforms(self.seed, epoch, ids, 5)

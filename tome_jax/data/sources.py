@@ -269,6 +269,10 @@ def make_source(cfg: DataConfig | Mapping[str, Any] | None, split: str) -> Sourc
         return audio.make_audio_source(cfg.name, cfg.data_dir, split, cfg.audio)
     if cfg.name == "digits":
         return load_digits(split)
+    if cfg.name.partition(":")[0] in ("moving_digits", "clipfolder"):  # clips [T, H, W, C]: data/clips.py
+        from tome_jax.data import clips  # pylint: disable=g-import-not-at-top  # (imports this module)
+
+        return clips.make_clip_source(cfg, split)
     if cfg.name == "imagefolder":
         if not cfg.data_dir:
             raise ValueError("data.name='imagefolder' needs data.data_dir (the folder holding the splits).")

@@ -62,7 +62,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 def _unwrap(state: Mapping) -> Mapping:
     """Official MAE / DeiT checkpoints keep the weights under "model" (or "state_dict")."""
-    for key in ("model", "state_dict", "model_ema"):
+    for key in ("model", "state_dict", "model_ema", "model_state"):  # model_state: PySlowFast / MAE-ST
         if key in state and isinstance(state[key], Mapping):
             return state[key]
     return state
@@ -176,6 +176,8 @@ def _timm_name(path: tuple) -> str:
 def _to_model_layout(value: np.ndarray, path: tuple) -> np.ndarray:
     if path[-1] == "kernel" and value.ndim == 4:  # conv OIHW -> HWIO
         return value.transpose(2, 3, 1, 0)
+    if path[-1] == "kernel" and value.ndim == 5:  # conv3d OITHW -> THWIO (video tubelets)
+        return value.transpose(2, 3, 4, 1, 0)
     if path[-1] == "kernel" and value.ndim == 2:  # linear [out, in] -> [in, out]
         return value.T
     return value
@@ -187,7 +189,7 @@ def timm_state_dict(model: VisionTransformer) -> dict[str, np.ndarray]:
     for path, param in nnx.to_flat_state(nnx.state(model, nnx.Param)):
         value = np.asarray(param[...])
         if path[-1] == "kernel":  # inverse of _to_model_layout
-            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+            value = value.transpose({4: (3, 2, 0, 1), 5: (4, 3, 0, 1, 2)}.get(value.ndim, (1, 0)))
         out[_timm_name(path)] = np.ascontiguousarray(value)
     return out
 
@@ -212,6 +214,9 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     """
     state_dict = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
     state_dict = to_timm_state_dict(state_dict)
+    adapted = {}
+    if hasattr(model, "adapt_state_dict"):  # a family's own checkpoint names (e.g. video.py: MAE-ST)
+        state_dict, adapted = model.adapt_state_dict(state_dict)
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
     skip = tuple(skip)
@@ -245,4 +250,5 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     for path, value in updates.items():  # only after every check passed: no half-loaded model
         flat[path].set_value(jnp.asarray(value, flat[path].dtype))
     nnx.update(model, state)
-    return {"missing": missing, "unused": unused, "resampled": resampled}
+    return {"missing": missing, "unused": unused, "resampled": resampled + adapted.get("resampled", []),
+            **({"dropped": adapted["dropped"]} if adapted.get("dropped") else {})}

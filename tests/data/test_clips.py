@@ -1,0 +1,108 @@
+"""Clip sources (moving digits, clip folders) through the grain pipeline, and the video demo learning."""
+
+import jax
+import numpy as np
+import pytest
+
+from tome_jax.data import clips, make_dataset, make_source, mixup_cutmix
+from tome_jax.data.config import DataConfig
+
+CFG = DataConfig(name="moving_digits:4", image_size=16, num_threads=1, prefetch_batches=1)
+
+
+def test_moving_digits_move_one_pixel_per_frame_in_their_labelled_direction():
+    source = make_source(CFG, "test")
+    assert len(source) == 4 * 359 and source.num_classes == 40
+    ids = np.arange(0, 40, 3)
+    frames, labels = source.load(ids)
+    assert frames.shape == (len(ids), 4, 16, 16, 1) and frames.dtype == np.float32
+    np.testing.assert_array_equal(labels % 4, ids % 4)
+    np.testing.assert_array_equal(labels // 4, source.digit_labels[ids // 4])
+    for clip, label in zip(frames, labels):
+        dy, dx = clips.DIRECTIONS[label % 4]
+        for t in range(3):
+            np.testing.assert_array_equal(clip[t + 1], np.roll(clip[t], (dy, dx), axis=(0, 1)))
+        np.testing.assert_allclose(clip.sum(axis=(1, 2, 3)), clip[0].sum())  # the torus loses no ink
+    again, _ = source.load(ids)
+    np.testing.assert_array_equal(again, frames)
+
+
+def test_train_clips_are_keyed_on_seed_epoch_and_id():
+    source = make_source(CFG, "train")
+    ids = np.arange(8)
+    a, la = source.load_train(ids, np.zeros(8, np.int64), seed=0)
+    b, lb = source.load_train(ids, np.zeros(8, np.int64), seed=0)
+    c, lc = source.load_train(ids, np.ones(8, np.int64), seed=0)
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(la // 4, lc // 4)  # same digits, fresh directions and starts
+    assert not np.array_equal(a, c)
+
+
+def test_clips_go_through_grain_as_batches_with_masks():
+    train = iter(make_dataset(CFG, "train", global_batch_size=8, train=True, seed=0, shard_index=0, shard_count=1))
+    batch = next(train)
+    assert batch["image"].shape == (8, 4, 16, 16, 3) and batch["mask"].all()
+    assert batch["image"].min() == -1.0 and batch["image"].max() <= 1.0  # normalized with mean/std 0.5
+    evals = list(make_dataset(CFG, "test", global_batch_size=1000, train=False, shard_index=0, shard_count=1))
+    assert [b["image"].shape[0] for b in evals] == [1000, 1000]
+    assert sum(int(b["mask"].sum()) for b in evals) == 4 * 359
+    assert (evals[-1]["image"][~evals[-1]["mask"]] == 0).all()
+
+
+def test_temporal_window():
+    np.testing.assert_array_equal(clips.temporal_window(40, 4, 4, None), [13, 17, 21, 25])  # centered: 27 frames of room, start 13
+    np.testing.assert_array_equal(clips.temporal_window(40, 4, 4, 0.0), [0, 4, 8, 12])
+    np.testing.assert_array_equal(clips.temporal_window(40, 4, 4, 0.9999), [27, 31, 35, 39])
+    np.testing.assert_array_equal(clips.temporal_window(5, 4, 2, 0.5), [0, 2, 4, 4])  # short: last repeats
+
+
+def test_clip_folder_source(tmp_path):
+    rng = np.random.default_rng(0)
+    for split in ("train", "val"):
+        for name in ("a", "b"):
+            (tmp_path / split / name).mkdir(parents=True)
+            for k in range(2):
+                np.save(tmp_path / split / name / f"{k}.npy", rng.integers(0, 256, (12, 20, 24, 3), np.uint8))
+    cfg = DataConfig(name="clipfolder:4x2", data_dir=str(tmp_path), split_eval="val", image_size=8,
+                     num_threads=1, prefetch_batches=1)
+    source = make_source(cfg, "val")
+    assert len(source) == 4 and source.classes == ("a", "b")
+    frames, labels = source.load(np.array([0, 3]))
+    assert frames.shape == (2, 4, 8, 8, 3) and list(labels) == [0, 1]
+    raw = np.load(tmp_path / "val" / "a" / "0.npy")
+    # centered window of 4 frames every 2nd: 2, 4, 6, 8; center crop 20x20 -> 8x8, area resampling
+    np.testing.assert_allclose(frames[0, 0].mean(), raw[2, :, 2:22].mean() / 255, rtol=2e-2)
+    batch = next(iter(make_dataset(cfg, "train", global_batch_size=2, train=True, shard_index=0, shard_count=1)))
+    assert batch["image"].shape == (2, 4, 8, 8, 3)
+    with pytest.raises(ValueError, match="'clipfolder:T' or 'clipfolder:TxS'"):
+        make_source(DataConfig(name="clipfolder:sixteen", data_dir=str(tmp_path)), "val")
+
+
+def test_mixup_and_cutmix_take_clips():
+    x = jax.random.normal(jax.random.key(0), (4, 2, 8, 8, 3))
+    y = jax.nn.one_hot(np.arange(4), 4)
+    mixed, targets = mixup_cutmix(x, y, jax.random.key(1), 0.0, 1.0)
+    assert mixed.shape == x.shape and targets.shape == (4, 4)
+    cut = np.asarray(mixed != x).any(axis=-1)  # [B, T, H, W]: the same box in every frame
+    np.testing.assert_array_equal(cut[:, 0], cut[:, 1])
+
+
+def test_the_video_demo_learns(tmp_path):
+    from configs.video_tome import get_config
+    from tome_jax.train import train_and_evaluate
+    from tome_jax.train.metrics import read_metrics
+
+    config = get_config("runlocal,frames=4")
+    config.model.update(dict(embed_dim=32, depth=2, num_heads=2))
+    config.tome.r = 4
+    config.batch_size = 32
+    config.total_steps = 400  # ~6 s of steps; compilation dominates
+    config.warmup_steps = 10
+    config.optimizer.lr = 3e-3
+    config.log_every_steps = 20
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 1000
+    summary = train_and_evaluate(config, str(tmp_path))
+    losses = [m["train/loss"] for m in read_metrics(str(tmp_path)) if "train/loss" in m]
+    assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5, losses
+    assert summary["eval_top1"] > 2 * 100 / 40, summary  # above twice the 2.5% chance
