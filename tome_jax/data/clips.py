@@ -46,6 +46,25 @@ def parse_clip_name(name: str) -> tuple[str, int, int]:
     return kind, frames, stride
 
 
+# ----------------------------------------------------------------------------- batches (the pipeline's hook)
+
+
+class _ClipBatches:
+    """`make_batch`: the pipeline's hook for sources that build their own batches (clips, audio).
+
+    Clips leave the host as float32 in [0, 1], gray repeated to `channels`; the jitted step
+    normalizes them with data.mean/std like every other input."""
+
+    channels = 3
+
+    def make_batch(self, ids: np.ndarray, *, train: bool, seed: int, epoch: np.ndarray) -> dict:
+        """ids int [b] -> {"image": float32 [b, T, H, W, C] in [0, 1], "label": int32 [b], "mask": bool [b]}."""
+        clips, labels = self.load_train(ids, epoch, seed) if train else self.load(ids)
+        if clips.shape[-1] != self.channels:
+            clips = np.repeat(clips, self.channels, axis=-1)
+        return {"image": clips, "label": np.asarray(labels, np.int32), "mask": np.ones(len(ids), bool)}
+
+
 class MovingDigitsSource(_ClipBatches):
     """Embedded digits moving `speed` px per frame over a `canvas` x `canvas` torus, `num_frames` frames.
 
@@ -155,25 +174,6 @@ def make_clip_source(cfg: DataConfig, split: str):
     if not cfg.data_dir:
         raise ValueError("data.name='clipfolder:...' needs data.data_dir (the folder holding the splits).")
     return ClipFolderSource(os.path.join(cfg.data_dir, split), num_frames=frames, stride=stride, cfg=cfg)
-
-
-# ----------------------------------------------------------------------------- batches (the pipeline's hook)
-
-
-class _ClipBatches:
-    """`make_batch`: the pipeline's hook for sources that build their own batches (clips, audio).
-
-    Clips leave the host as float32 in [0, 1], gray repeated to `channels`; the jitted step
-    normalizes them with data.mean/std like every other input."""
-
-    channels = 3
-
-    def make_batch(self, ids: np.ndarray, *, train: bool, seed: int, epoch: np.ndarray) -> dict:
-        """ids int [b] -> {"image": float32 [b, T, H, W, C] in [0, 1], "label": int32 [b], "mask": bool [b]}."""
-        clips, labels = self.load_train(ids, epoch, seed) if train else self.load(ids)
-        if clips.shape[-1] != self.channels:
-            clips = np.repeat(clips, self.channels, axis=-1)
-        return {"image": clips, "label": np.asarray(labels, np.int32), "mask": np.ones(len(ids), bool)}
 
 
 def describe(labels: Sequence[int]) -> list[str]:
