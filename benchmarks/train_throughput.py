@@ -1,6 +1,7 @@
 """Training speed with ToMe: images/s of one full train step at r = 0 and the paper's r (MAE fine-tuning).
 
     python benchmarks/train_throughput.py --variant B --batch 8 --trials 3 --repeats 3
+    python benchmarks/train_throughput.py --runlocal --trials 3 --repeats 20   # the :runlocal ViT, batch 64
 
 The step is the train loop's own (`tome_jax.train.loop.make_train_step` on the recipe
 configs/mae_finetune_tome.py:variant=B: classification loss with label smoothing, mixup/cutmix, drop
@@ -28,7 +29,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
 import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
@@ -46,7 +46,8 @@ PARTS = ("step", "forward", "fwd+bwd", "optimizer")
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--variant", default="B", choices=("B", "L", "H"))
-    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--runlocal", action="store_true", help="the recipe's :runlocal model and batch instead")
+    p.add_argument("--batch", type=int, default=0, help="default: 8, or the recipe's with --runlocal")
     p.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     p.add_argument("--r", type=int, default=-1, help="r to compare with 0 (default: the paper's for the variant)")
     p.add_argument("--trials", type=int, default=3, help="independent interleaved measurements")
@@ -108,8 +109,9 @@ def build(config, r, batch):
 def main(argv=None):
     args = parse_args(argv)
     print("\n".join(machine_lines()))
-    config = mae_finetune_tome.get_config(f"variant={args.variant}")
+    config = mae_finetune_tome.get_config("runlocal" if args.runlocal else f"variant={args.variant}")
     config.model.dtype = args.dtype
+    args.batch = args.batch or (config.batch_size if args.runlocal else 8)
     r_tome = args.r if args.r >= 0 else config.tome.r
     schedules = (0, r_tome)
     print(f"model {config.model_name}, batch {args.batch}, {args.dtype}, r in {schedules}, "

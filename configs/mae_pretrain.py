@@ -68,8 +68,8 @@ def get_config(arg=None):
                                 crop_scale=(0.5, 1.0), crop_ratio=(0.9, 1.1), hflip=False, crop_pct=1.0,
                                 num_threads=2))
         config.batch_size = 64
-        config.total_epochs = 40.0
-        config.warmup_epochs = 4.0
+        config.total_epochs = 30.0
+        config.warmup_epochs = 3.0
         config.optimizer.update(dict(lr=1.5e-3, min_lr=1e-5))
         config.log_every_steps = 50
         config.eval_every_steps = 2000

@@ -119,3 +119,19 @@ def test_killed_pretraining_resumes_to_identical_parameters(tmp_path):
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
         np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(losses(tmp_path / "straight")[-5:], losses(tmp_path / "killed")[-5:])
+
+
+def test_mae_recipes_give_the_paper_settings_and_runlocal_adds_no_fields():
+    for variant, r, decay in (("B", 16, 0.65), ("L", 8, 0.75), ("H", 7, 0.75)):
+        config = mae_finetune_tome.get_config(f"variant={variant}")
+        assert config.tome.r == r and config.optimizer.layer_decay == decay and not config.tome.prop_attn
+        assert config.model_name.endswith(".mae") and tuple(config.init.skip) == ("head",)
+    assert mae_finetune_tome.get_config("runlocal,r=0,init=runs/x").init.weights == "runs/x"
+    pretrain = mae_pretrain.get_config("variant=B,epochs=1600")
+    assert pretrain.model_name == "mae_vit_base_patch16" and pretrain.total_epochs == 1600
+    assert pretrain.optimizer.lr == 1.5e-4 * 4096 / 256 and pretrain.optimizer.b2 == 0.95
+    assert pretrain.task == "reconstruction" and pretrain.tome.r == 0 and pretrain.model.mask_ratio == 0.75
+    for recipe in (mae_pretrain, mae_finetune_tome):
+        assert set(recipe.get_config("runlocal").keys()) == set(recipe.get_config().keys())
+        with pytest.raises(ValueError, match="variant must be one of"):
+            recipe.get_config("variant=XL")

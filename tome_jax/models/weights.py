@@ -237,6 +237,7 @@ def save_timm(model: VisionTransformer, path: str | os.PathLike) -> None:
 
 
 MAE_DECODER_KEYS = ("decoder_", "mask_token")  # what only an MAE pre-training checkpoint holds
+_MAE_SIGNATURE = ("mask_token", "decoder_embed.weight", "decoder_pred.weight")  # all present: pre-training
 
 
 def _mae_pretraining_rule(state_dict: Mapping, model_names: set[str]) -> tuple[list[str], list[str]]:
@@ -244,7 +245,7 @@ def _mae_pretraining_rule(state_dict: Mapping, model_names: set[str]) -> tuple[l
     checkpoint (decoder keys) goes into a model without a decoder: the decoder is dropped, and a model
     that pools with `fc_norm` and has no final `norm` starts `fc_norm` fresh and drops the
     checkpoint's `norm` (official MAE fine-tuning: missing keys = head + fc_norm)."""
-    if not any(k.startswith(MAE_DECODER_KEYS) for k in state_dict) or \
+    if not all(k in state_dict for k in _MAE_SIGNATURE) or \
             any(n.startswith(MAE_DECODER_KEYS) for n in model_names):
         return [], []
     ignored = [k for k in state_dict if k.startswith(MAE_DECODER_KEYS)]

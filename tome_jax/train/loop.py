@@ -67,7 +67,10 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     model = tome_jax.create_model(config.model_name, dtype=_DTYPES[dtype],
                                   rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
     if load_weights and config.init.weights:
-        tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
+        report = tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
+        if jax.process_index() == 0 and (report["ignored"] or report["initialized"]):
+            print(f"init.weights {config.init.weights}: ignored {len(report['ignored'])} checkpoint keys "
+                  f"(MAE decoder / final norm), fresh {report['initialized']}")
     return model
 
 
