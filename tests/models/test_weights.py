@@ -20,7 +20,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path):
     target = tome_jax.create_model("vit_tiny_patch16_224", **SMALL, global_pool="avg", fc_norm=True,
                                    init_values=0.1, rngs=__import__("flax").nnx.Rngs(7))
     report = tome_jax.load_timm(target, path)
-    assert report == {"missing": [], "unused": [], "resampled": []}
+    assert report == {"missing": [], "unused": [], "resampled": [], "ignored": [], "initialized": []}
     images = jnp.asarray(fixture("vit_avg")["images"])
     np.testing.assert_array_equal(forward(target, images), forward(source, images))
 

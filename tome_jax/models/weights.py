@@ -7,7 +7,12 @@ maps timm names onto the model's parameters:
   official MAE checkpoints wrap it in a "model" key (fc_norm + average pooling);
 - big_vision / AugReg `.npz` checkpoints ("Transformer/encoderblock_0/...");
 - torchvision ViT state dicts ("encoder.layers.encoder_layer_0...", e.g. SWAG ViT-L/16@512, H/14@518).
+- a training workdir of this project (its latest checkpoint's parameters), e.g. an MAE pre-training
+  run whose encoder starts a fine-tuning run (`init.weights=runs/mae_pt`).
 Position embeddings are resampled (bicubic) when the model's grid differs from the checkpoint's.
+An MAE *pre-training* checkpoint (decoder keys) loads its encoder into a fine-tuning model: the
+decoder keys (and `norm` when the model pools with `fc_norm` instead) are reported as `ignored`,
+the fresh `fc_norm` as `initialized`, as the official MAE fine-tuning does.
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ class CheckpointMismatchError(ValueError):
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Read a checkpoint file into a flat {name: numpy array} dict (any supported layout)."""
     path = os.fspath(path)
+    if os.path.isdir(path):
+        return read_workdir(path)
     if not os.path.exists(path):
         raise FileNotFoundError(
             f"weights file {path!r} does not exist; download the checkpoint (timm/HF hub .safetensors, "
@@ -58,6 +65,33 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         state = _unwrap(state)
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
     raise ValueError(f"unsupported weights format {path!r}; use .safetensors, .npz, .pth/.pt/.bin.")
+
+
+def read_workdir(workdir: str | os.PathLike) -> dict[str, np.ndarray]:
+    """The parameters of a training workdir's latest checkpoint as a timm state dict (numpy)."""
+    import orbax.checkpoint as ocp
+
+    workdir = os.fspath(workdir)
+    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    manager = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()}) \
+        if os.path.isdir(directory) else None
+    step = manager.latest_step() if manager is not None else None
+    if step is None:
+        raise FileNotFoundError(
+            f"{workdir!r} is a directory but not a training workdir with a checkpoint (no "
+            f"{os.path.join(workdir, 'checkpoints', '<step>')}); pass a finished run's --workdir or a weights file.")
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore()))
+    manager.close()
+    flat = jax.tree_util.tree_flatten_with_path(restored["state"]["params"])[0]
+    out = {}
+    for key_path, value in flat:
+        path = [str(getattr(k, "key", getattr(k, "idx", k))) for k in key_path]
+        path = tuple(path[:-1] if path[-1] == "value" else path)
+        value = np.asarray(value)
+        if path[-1] == "kernel":  # Flax layout -> torch layout (inverse of _to_model_layout)
+            value = value.transpose(3, 2, 0, 1) if value.ndim == 4 else value.T
+        out[_timm_name(path)] = np.ascontiguousarray(value)
+    return out
 
 
 def _unwrap(state: Mapping) -> Mapping:
@@ -204,13 +238,35 @@ def save_timm(model: VisionTransformer, path: str | os.PathLike) -> None:
     os.replace(tmp, path)
 
 
+MAE_DECODER_KEYS = ("decoder_", "mask_token")  # what only an MAE pre-training checkpoint holds
+_MAE_SIGNATURE = ("mask_token", "decoder_embed.weight", "decoder_pred.weight")  # all present: pre-training
+
+
+def _mae_pretraining_rule(state_dict: Mapping, model_names: set[str]) -> tuple[list[str], list[str]]:
+    """(checkpoint keys to ignore, model keys to leave at their init) when an MAE pre-training
+    checkpoint (decoder keys) goes into a model without a decoder: the decoder is dropped, and a model
+    that pools with `fc_norm` and has no final `norm` starts `fc_norm` fresh and drops the
+    checkpoint's `norm` (official MAE fine-tuning: missing keys = head + fc_norm)."""
+    if not all(k in state_dict for k in _MAE_SIGNATURE) or \
+            any(n.startswith(MAE_DECODER_KEYS) for n in model_names):
+        return [], []
+    ignored = [k for k in state_dict if k.startswith(MAE_DECODER_KEYS)]
+    initialized = []
+    if not any(n.startswith("norm.") for n in model_names) and any(n.startswith("fc_norm.") for n in model_names):
+        ignored += [k for k in state_dict if k.startswith("norm.")]
+        initialized = [n for n in model_names if n.startswith("fc_norm.") and n not in state_dict]
+    return sorted(ignored), sorted(initialized)
+
+
 def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tuple[str, ...] = ()) -> dict:
     """Load timm-named weights (or any format above) into `model` in place.
 
-    source: a path or a dict of arrays. `skip`: timm-name prefixes to leave at their init, e.g.
-    ("head",) to fine-tune on a new class count. Shape mismatches always raise, naming the key.
-    Missing and unused keys raise when `strict`, else are returned. Returns
-    {"missing": [...], "unused": [...], "resampled": [...]}.
+    source: a path (a file, or a training workdir) or a dict of arrays. `skip`: timm-name prefixes to
+    leave at their init, e.g. ("head",) to fine-tune on a new class count. Shape mismatches always
+    raise, naming the key. Missing and unused keys raise when `strict`, else are returned. Returns
+    {"missing": [...], "unused": [...], "resampled": [...], "ignored": [...], "initialized": [...]}:
+    `ignored` / `initialized` are the checkpoint keys deliberately not loaded and the model keys
+    deliberately left at their init (MAE pre-training checkpoint into a fine-tuning model).
     """
     state_dict = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
     state_dict = to_timm_state_dict(state_dict)
@@ -219,7 +275,9 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
         state_dict, adapted = model.adapt_state_dict(state_dict)
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
-    skip = tuple(skip)
+    ignored, initialized = _mae_pretraining_rule(state_dict, {_timm_name(path) for path in flat})
+    state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
+    skip = tuple(skip) + tuple(initialized)
     missing, mismatched, resampled, updates = [], [], [], {}
     grid = model.grid_size
     for path, param in flat.items():
@@ -239,6 +297,11 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
         updates[path] = value
     model_names = {_timm_name(path) for path in flat}
     unused = sorted(k for k in state_dict if k not in model_names and not (skip and k.startswith(skip)))
+    if (missing or unused) and ignored:
+        unused_note = (" This is an MAE pre-training checkpoint (its decoder keys are ignored); the model "
+                       "must be a ViT of the same size, e.g. vit_base_patch16_224.mae.")
+    else:
+        unused_note = ""
     if mismatched:
         raise CheckpointMismatchError(
             "shape mismatch between checkpoint and model (is this the right architecture, img_size, "
@@ -246,9 +309,11 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     if strict and (missing or unused):
         raise CheckpointMismatchError(
             f"checkpoint does not fit the model: missing keys {missing}, unused keys {unused}. "
-            "Check the model name / global_pool / fc_norm, or pass strict=False to load what matches.")
+            "Check the model name / global_pool / fc_norm, or pass strict=False to load what matches."
+            + unused_note)
     for path, value in updates.items():  # only after every check passed: no half-loaded model
         flat[path].set_value(jnp.asarray(value, flat[path].dtype))
     nnx.update(model, state)
     return {"missing": missing, "unused": unused, "resampled": resampled + adapted.get("resampled", []),
+            "ignored": ignored, "initialized": initialized,
             **({"dropped": adapted["dropped"]} if adapted.get("dropped") else {})}

@@ -70,7 +70,11 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
         # init.loader: a dotted name of a loader(model, path, skip=...) for checkpoints that are not
         # timm-shaped, e.g. "tome_jax.models.audio.load_audiomae" (AudioMAE pre-trained: drops the decoder).
         module, _, name = config.init.get("loader", "tome_jax.models.weights.load_timm").rpartition(".")
-        getattr(importlib.import_module(module), name)(model, config.init.weights, skip=tuple(config.init.skip))
+        report = getattr(importlib.import_module(module), name)(model, config.init.weights,
+                                                                  skip=tuple(config.init.skip))
+        if jax.process_index() == 0 and (report.get("ignored") or report.get("initialized")):
+            print(f"init.weights {config.init.weights}: ignored {len(report.get('ignored', []))} checkpoint keys "
+                  f"(MAE decoder / final norm), fresh {report.get('initialized')}")
     return model
 
 

@@ -1,0 +1,137 @@
+"""MAE end to end in the train loop: pre-training, its encoder into fine-tuning, resume, bad init."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from configs import mae_finetune_tome, mae_pretrain
+from tests.train.test_loop import ROOT, final_params, losses
+from tome_jax.models.weights import CheckpointMismatchError
+from tome_jax.train import train_and_evaluate
+from tome_jax.train.loop import build_model
+
+# A very small MAE / ViT pair: 16x16 digits, 4x4 patches (16 patches, 4 visible), 2 blocks.
+TINY = {"model.patch_size": 4, "model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "batch_size": 16,
+        "log_every_steps": 1, "eval_every_steps": 1000}
+TINY_PRETRAIN = {**TINY, "model.decoder_embed_dim": 16, "model.decoder_num_heads": 2}
+TINY_FLAGS = [f"--config.{k}={v}" for k, v in TINY_PRETRAIN.items()]
+
+
+def configure(config, overrides):
+    for key, value in overrides.items():
+        target = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            target = target[parent]
+        target[leaf] = value
+    return config
+
+
+def pretrain_config(**overrides):
+    return configure(mae_pretrain.get_config("runlocal"), {**TINY_PRETRAIN, "total_steps": 4, "warmup_steps": 1,
+                                                           "checkpoint_every_steps": 4, **overrides})
+
+
+def finetune_config(arg="runlocal", **overrides):
+    return configure(mae_finetune_tome.get_config(arg), {**TINY, "tome.r": 2, "total_steps": 4, "warmup_steps": 1,
+                                                         "checkpoint_every_steps": 4, **overrides})
+
+
+def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_path):
+    summary = train_and_evaluate(pretrain_config(), str(tmp_path / "pt"))
+    assert summary["task"] == "reconstruction" and np.isfinite(summary["eval_loss"])
+    assert np.isfinite(losses(tmp_path / "pt")).all()
+    _, saved = final_params(tmp_path / "pt")
+
+    config = finetune_config(f"runlocal,init={tmp_path / 'pt'}")
+    model = build_model(config)
+    leaf = lambda tree: np.asarray(tree.get("value", tree))  # noqa: E731  (orbax may keep Variable values)
+    np.testing.assert_array_equal(model.blocks[1].attn.qkv.kernel[...], leaf(saved["blocks"]["1"]["attn"]["qkv"]["kernel"]))
+    np.testing.assert_array_equal(model.pos_embed[...], leaf(saved["pos_embed"]))
+    np.testing.assert_array_equal(model.patch_embed.proj.kernel[...], leaf(saved["patch_embed"]["proj"]["kernel"]))
+    report = __import__("tome_jax").load_timm(model, str(tmp_path / "pt"), skip=("head",))
+    assert report["missing"] == report["unused"] == []
+    assert report["initialized"] == ["fc_norm.bias", "fc_norm.weight"]
+    assert "decoder_pred.weight" in report["ignored"] and "mask_token" in report["ignored"]
+    # ... and the fine-tuning run with ToMe trains from it.
+    summary = train_and_evaluate(config, str(tmp_path / "ft"))
+    assert 0 <= summary["eval_top1"] <= 100 and summary["tome_r"] == 2
+
+
+def test_bad_init_and_bad_mask_ratio_fail_at_start_and_keep_the_workdir(tmp_path):
+    from safetensors.numpy import save_file
+
+    train_and_evaluate(finetune_config(**{"tome.r": 0, "total_steps": 2, "checkpoint_every_steps": 2}),
+                       str(tmp_path / "ft"))
+    before = sorted(os.listdir(tmp_path / "ft" / "checkpoints")), os.path.getsize(tmp_path / "ft" / "metrics.jsonl")
+    # Weights that are not an MAE encoder: the wrong keys are listed.
+    save_file({"conv1.weight": np.zeros((8, 3, 3, 3), np.float32), "layer1.0.bn1.weight": np.zeros(8, np.float32)},
+              str(tmp_path / "resnet.safetensors"))
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys \[.*patch_embed.proj.weight.*unused keys "
+                                                      r"\['conv1.weight', 'layer1.0.bn1.weight'\]"):
+        train_and_evaluate(finetune_config(f"runlocal,init={tmp_path / 'resnet.safetensors'}"), str(tmp_path / "ft"))
+    with pytest.raises(FileNotFoundError, match="not a training workdir"):
+        train_and_evaluate(finetune_config(f"runlocal,init={tmp_path}"), str(tmp_path / "ft"))
+    with pytest.raises(ValueError, match=r"mask_ratio must be in \(0, 1\)"):
+        train_and_evaluate(pretrain_config(**{"model.mask_ratio": 1.0}), str(tmp_path / "ft"))
+    assert (sorted(os.listdir(tmp_path / "ft" / "checkpoints")),
+            os.path.getsize(tmp_path / "ft" / "metrics.jsonl")) == before
+    with pytest.raises(ValueError, match="decoder config does not fit"):
+        train_and_evaluate(pretrain_config(**{"model.decoder_embed_dim": 18}), str(tmp_path / "new"))
+    assert not os.path.exists(tmp_path / "new")
+
+
+def run_pretrain(workdir, *extra, wait=True):
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
+           os.path.join(ROOT, "configs/mae_pretrain.py:runlocal"), "--workdir", str(workdir), *TINY_FLAGS, *extra]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if not wait:
+        return proc
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    return out
+
+
+def test_killed_pretraining_resumes_to_identical_parameters(tmp_path):
+    """The loop's resume test (tests/train/test_loop.py) on MAE pre-training: the masks come from
+    (seed, step), so a run killed after a checkpoint and resumed ends with the same parameters."""
+    steps = ["--config.total_steps=20", "--config.checkpoint_every_steps=5"]
+    run_pretrain(tmp_path / "straight", *steps)
+    proc = run_pretrain(tmp_path / "killed", *steps, wait=False)
+    deadline = time.time() + 240
+    while not os.path.isdir(tmp_path / "killed" / "checkpoints" / "5"):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not os.path.isdir(tmp_path / "killed" / "checkpoints" / "20")
+    run_pretrain(tmp_path / "killed", *steps)
+    step_a, params_a = final_params(tmp_path / "straight")
+    step_b, params_b = final_params(tmp_path / "killed")
+    assert step_a == step_b == 20
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
+        np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(losses(tmp_path / "straight")[-5:], losses(tmp_path / "killed")[-5:])
+
+
+def test_mae_recipes_give_the_paper_settings_and_runlocal_adds_no_fields():
+    for variant, r, decay in (("B", 16, 0.65), ("L", 8, 0.75), ("H", 7, 0.75)):
+        config = mae_finetune_tome.get_config(f"variant={variant}")
+        assert config.tome.r == r and config.optimizer.layer_decay == decay and not config.tome.prop_attn
+        assert config.model_name.endswith(".mae") and tuple(config.init.skip) == ("head",)
+    assert mae_finetune_tome.get_config("runlocal,r=0,init=runs/x").init.weights == "runs/x"
+    pretrain = mae_pretrain.get_config("variant=B,epochs=1600")
+    assert pretrain.model_name == "mae_vit_base_patch16" and pretrain.total_epochs == 1600
+    assert pretrain.optimizer.lr == 1.5e-4 * 4096 / 256 and pretrain.optimizer.b2 == 0.95
+    assert pretrain.task == "reconstruction" and pretrain.tome.r == 0 and pretrain.model.mask_ratio == 0.75
+    for recipe in (mae_pretrain, mae_finetune_tome):
+        assert set(recipe.get_config("runlocal").keys()) == set(recipe.get_config().keys())
+        with pytest.raises(ValueError, match="variant must be one of"):
+            recipe.get_config("variant=XL")
