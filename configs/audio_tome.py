@@ -15,8 +15,7 @@ trains a small model on synthetic multi-label clips made with NumPy (no download
 
 import ml_collections
 
-from configs.common import data_config
-from configs.common import parse_arg
+from configs.common import add_run_settings, data_config, parse_arg
 
 
 def get_config(arg=None):
@@ -65,11 +64,8 @@ def get_config(arg=None):
     config.label_smoothing = 0.0
     config.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.5, cutmix_alpha=0.0, switch_prob=0.0))
 
-    config.mesh = ml_collections.ConfigDict(dict(model=1))
-    config.log_every_steps = 100
-    config.eval_every_steps = 5000
-    config.checkpoint_every_steps = 1000
-    config.keep_checkpoints = 3
+    # Devices, logging, checkpoints, resume rules (configs/common.py).
+    add_run_settings(config)
 
     if arg.runlocal:
         # 10 synthetic sound classes, 2.56 s clips -> 256 frames x 128 mel bins, 16x16 patches:

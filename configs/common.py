@@ -30,3 +30,17 @@ def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
         else:
             options[key] = kind(value.strip())
     return ml_collections.ConfigDict(options)
+
+
+def add_run_settings(config: ml_collections.ConfigDict, *, eval_every_steps: int = 5000) -> None:
+    """The devices, logging and checkpoint fields every recipe has (override them after the call)."""
+    # Devices: data parallel over all devices; mesh.model > 1 also shards large parameters.
+    config.mesh = ml_collections.ConfigDict(dict(model=1))
+    # Logging and checkpoints.
+    config.log_every_steps = 100
+    config.eval_every_steps = eval_every_steps
+    config.checkpoint_every_steps = 1000
+    config.checkpoint_every_minutes = 0.0  # > 0: also save after this much wall time (preemptible capacity)
+    config.keep_checkpoints = 3
+    # A restart that changes batch size, seed, model, data, optimizer or schedule is refused; True resumes anyway.
+    config.allow_config_change = False

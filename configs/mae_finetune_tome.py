@@ -17,8 +17,7 @@ pipeline.) `init=` empty trains from scratch.
 
 import ml_collections
 
-from configs.common import data_config
-from configs.common import parse_arg
+from configs.common import add_run_settings, data_config, parse_arg
 
 _VARIANTS = {  # model, r, base lr, layer decay, drop path, epochs
     "B": ("vit_base_patch16_224.mae", 16, 5e-4, 0.65, 0.1, 100),
@@ -64,11 +63,8 @@ def get_config(arg=None):
     config.label_smoothing = 0.1
     config.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5))
 
-    config.mesh = ml_collections.ConfigDict(dict(model=1))
-    config.log_every_steps = 100
-    config.eval_every_steps = 5000
-    config.checkpoint_every_steps = 1000
-    config.keep_checkpoints = 3
+    # Devices, logging, checkpoints, resume rules (configs/common.py).
+    add_run_settings(config)
 
     if arg.runlocal:
         # The pre-training recipe's small ViT on 16x16 digits: 64 patches + the class token; ToMe

@@ -12,8 +12,7 @@ ToMe paper. Then fine-tune the encoder with configs/mae_finetune_tome.py:init=<t
 
 import ml_collections
 
-from configs.common import data_config
-from configs.common import parse_arg
+from configs.common import add_run_settings, data_config, parse_arg
 
 _VARIANTS = {"B": "mae_vit_base_patch16", "L": "mae_vit_large_patch16", "H": "mae_vit_huge_patch14"}
 
@@ -51,11 +50,8 @@ def get_config(arg=None):
         name="adamw", lr=1.5e-4 * config.batch_size / 256, min_lr=0.0, b1=0.9, b2=0.95,
         weight_decay=0.05, clip_norm=0.0, layer_decay=0.0, ema_decay=0.0))
 
-    config.mesh = ml_collections.ConfigDict(dict(model=1))
-    config.log_every_steps = 100
-    config.eval_every_steps = 10000
-    config.checkpoint_every_steps = 1000
-    config.keep_checkpoints = 3
+    # Devices, logging, checkpoints, resume rules (configs/common.py).
+    add_run_settings(config, eval_every_steps=10000)
 
     if arg.runlocal:
         # The fine-tuning recipe's small ViT (16x16 digits, 2-px patches: 64 patches, 16 visible)

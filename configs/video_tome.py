@@ -21,8 +21,7 @@ single-frame baseline on the same task (its accuracy is capped at 25%: one frame
 import ml_collections
 from ml_collections.config_dict import placeholder
 
-from configs.common import data_config
-from configs.common import parse_arg
+from configs.common import add_run_settings, data_config, parse_arg
 
 
 def get_config(arg=None):
@@ -60,12 +59,8 @@ def get_config(arg=None):
         clip_norm=5.0, layer_decay=0.75, ema_decay=0.0))
     config.label_smoothing = 0.1
     config.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5))
-    config.mesh = ml_collections.ConfigDict(dict(model=1))
-
-    config.log_every_steps = 100
-    config.eval_every_steps = 5000
-    config.checkpoint_every_steps = 1000
-    config.keep_checkpoints = 3
+    # Devices, logging, checkpoints, resume rules (configs/common.py).
+    add_run_settings(config)
 
     if arg.runlocal:
         # 8 frames of 16x16, tubelets 2x4x4: 4 x 4 x 4 = 64 tokens; r=8 takes them 64 -> 56 -> 48 -> 40 -> 32.

@@ -10,8 +10,7 @@ r"""DeiT-B-style ImageNet recipe trained with ToMe (Bolya et al., Sec. 4.2 / Dei
 
 import ml_collections
 
-from configs.common import data_config
-from configs.common import parse_arg
+from configs.common import add_run_settings, data_config, parse_arg
 
 
 def get_config(arg=None):
@@ -52,17 +51,8 @@ def get_config(arg=None):
     config.label_smoothing = 0.1
     config.mixup = ml_collections.ConfigDict(dict(mixup_alpha=0.8, cutmix_alpha=1.0, switch_prob=0.5))
 
-    # Devices: data parallel over all devices; mesh.model > 1 also shards large parameters.
-    config.mesh = ml_collections.ConfigDict(dict(model=1))
-
-    # Logging and checkpoints.
-    config.log_every_steps = 100
-    config.eval_every_steps = 5000
-    config.checkpoint_every_steps = 1000
-    config.checkpoint_every_minutes = 0.0  # > 0: also save after this much wall time (preemptible capacity)
-    config.keep_checkpoints = 3
-    # A restart that changes batch size, seed, model, data, optimizer or schedule is refused; True resumes anyway.
-    config.allow_config_change = False
+    # Devices, logging, checkpoints, resume rules (configs/common.py).
+    add_run_settings(config)
 
     if arg.runlocal:
         # A small ViT on sklearn's digits at 16x16: patches of 2 px give 64 tokens + the class token,
