@@ -84,7 +84,7 @@ def test_reconstruction_loss_falls_on_digits():
 
     config = get_config("runlocal")
     batch = next(iter(data_lib.make_dataset(config.data, "train", global_batch_size=64, train=True, seed=0)))
-    images = jnp.asarray(batch["image"])
+    images = data_lib.normalize(jnp.asarray(batch["image"]), config.data.mean, config.data.std)  # as the loop does
     model = tiny_mae()
     opt = nnx.Optimizer(model, optax.adam(3e-3), wrt=nnx.Param)
 
