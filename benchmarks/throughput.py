@@ -12,7 +12,7 @@ Prints the command line and the machine, then
    FLOP ratio and the efficiency = speedup / FLOP ratio. When torch and timm are importable (and
    not `--torch off`), timm's ViT of the same name, batch, dtype, image size and thread count runs
    under `torch.inference_mode()` in the same rounds, side by side.
-2. breakdown at `--breakdown-r` (0 skips it): every part timed in isolation at the real per-layer
+2. breakdown at `--breakdown-r` (only when given): every part timed in isolation at the real per-layer
    shapes (attention projections, attention logits/softmax/(p @ v) of each kernel, ToMe matching,
    ToMe merge, MLP, patch embedding, head) and summed over the layers, next to the measured
    forward. ToMe overhead = matching + merge, all layers.
@@ -68,7 +68,7 @@ def parse_args(argv=None):
     p.add_argument("--r", default="0,8,16", help="comma-separated r values (constant schedules); 0 is added")
     p.add_argument("--repeats", type=int, default=7, help="interleaved timing rounds (median reported)")
     p.add_argument("--warmup", type=int, default=1, help="untimed runs after compilation")
-    p.add_argument("--breakdown-r", type=int, default=16, help="r of the per-part breakdown; 0: none")
+    p.add_argument("--breakdown-r", type=int, default=0, help="r of the per-part breakdown (off unless given, e.g. 16)")
     p.add_argument("--breakdown-repeats", type=int, default=5)
     p.add_argument("--in-context", action="store_true",
                    help="also time the forward at --breakdown-r with ToMe replaced by a free token drop "
