@@ -60,3 +60,11 @@ def test_checks_in_process():
     for bad in ("", "-1", "8:2", "a:b"):
         with pytest.raises(cli.ConfigError, match="--r"):
             cli.parse_r_list(bad)
+
+
+def test_readme_parse_r_examples():
+    from tome_jax import merge
+
+    assert merge.parse_r(4, (8, -1)) == [16, 10, 5, 0]
+    assert merge.parse_r(4, (8, 0.5)) == [4, 6, 9, 12]
+    assert merge.parse_r(4, 8) == [8, 8, 8, 8] and merge.parse_r(4, [8, 4]) == [8, 4, 0, 0]

@@ -124,9 +124,9 @@ def _convert(value: str | None, like: Any) -> Any:
     if isinstance(like, bool):
         if value is None:
             return True
-        if value.strip().lower() not in ("true", "false", "1", "0"):
+        if value.strip().lower() not in ("true", "t", "1", "false", "f", "0"):  # absl's spellings
             raise ValueError
-        return value.strip().lower() in ("true", "1")
+        return value.strip().lower() in ("true", "t", "1")
     if value is None:
         raise ValueError
     return type(like)(value) if not isinstance(like, str) else value
