@@ -36,5 +36,11 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    import sys
+
+    from tome_jax import cli
+
+    # Config mistakes and --help are answered here, before any data, checkpoint or JAX work.
+    cli.preflight(sys.argv, __doc__, flags.FLAGS.module_help(sys.modules[__name__]))
     flags.mark_flag_as_required("config")
     app.run(main)

@@ -76,16 +76,21 @@ class Attention(nnx.Module):
         return out, metric
 
 
-class Mlp(nnx.Module):
-    """fc1 -> GELU (exact, as torch) -> fc2, with timm's `mlp.fc1` / `mlp.fc2` names."""
+GELUS = ("exact", "tanh")  # the MLP activation: torch's erf GELU, or big_vision's tanh approximation
 
-    def __init__(self, dim: int, hidden: int, *, drop: float = 0.0, rngs: nnx.Rngs, dtype=None):
+
+class Mlp(nnx.Module):
+    """fc1 -> GELU (exact, as torch; `approximate`: tanh, as big_vision) -> fc2, timm's `mlp.fc1` / `mlp.fc2`."""
+
+    def __init__(self, dim: int, hidden: int, *, drop: float = 0.0, rngs: nnx.Rngs, dtype=None,
+                 approximate: bool = False):
+        self.approximate = approximate  # static: which GELU
         self.fc1 = linear(dim, hidden, rngs=rngs, dtype=dtype)
         self.fc2 = linear(hidden, dim, rngs=rngs, dtype=dtype)
         self.drop = nnx.Dropout(drop, rngs=rngs)
 
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.drop(jax.nn.gelu(self.fc1(x), approximate=False))
+        x = self.drop(jax.nn.gelu(self.fc1(x), approximate=self.approximate))
         return self.drop(self.fc2(x))
 
 
@@ -94,12 +99,12 @@ class Block(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  init_values: float | None = None, drop: float = 0.0, drop_path: float = 0.0,
-                 rngs: nnx.Rngs, dtype=None):
+                 rngs: nnx.Rngs, dtype=None, approximate_gelu: bool = False):
         self.norm1 = layer_norm(dim, rngs=rngs, dtype=dtype)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop, rngs=rngs, dtype=dtype)
         self.ls1 = LayerScale(dim, init_values) if init_values else None
         self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, rngs=rngs, dtype=dtype)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, rngs=rngs, dtype=dtype, approximate=approximate_gelu)
         self.ls2 = LayerScale(dim, init_values) if init_values else None
         # Stochastic depth = dropout of a whole sample's residual branch.
         self.drop_path = nnx.Dropout(drop_path, broadcast_dims=(1, 2), rngs=rngs)
@@ -145,11 +150,15 @@ class Encoder(nnx.Module):
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, init_values: float | None = None,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, class_token: bool = False,
                  distill_token: bool = False, r: Any = 0, reduction_method: str = "bipartite",
-                 prop_attn: bool = True, trace_source: bool = False, dtype=None, rngs: nnx.Rngs):
+                 prop_attn: bool = True, trace_source: bool = False, dtype=None, rngs: nnx.Rngs,
+                 gelu: str = "exact"):
+        if gelu not in GELUS:
+            raise ValueError(f"gelu must be one of {GELUS} (exact: torch/timm; tanh: big_vision), got {gelu!r}.")
         self.embed_dim, self.depth, self.num_tokens = embed_dim, depth, num_tokens
         self.blocks = nnx.List([
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
-                  drop=drop_rate, drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype)
+                  drop=drop_rate, drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype,
+                  approximate_gelu=gelu == "tanh")
             for i in range(depth)
         ])
         # Keys of the "random" method; re-seeded by the train loop every step.
@@ -158,6 +167,18 @@ class Encoder(nnx.Module):
                                          trace_source=trace_source, class_token=class_token,
                                          distill_token=distill_token)
         self.r = r
+
+    @property
+    def gelu(self) -> str:
+        """The MLPs' GELU: "exact" (torch, timm) or "tanh" (big_vision's approximation)."""
+        return "tanh" if self.blocks[0].mlp.approximate else "exact"
+
+    @gelu.setter
+    def gelu(self, value: str):
+        if value not in GELUS:
+            raise ValueError(f"gelu must be one of {GELUS}, got {value!r}.")
+        for block in self.blocks:
+            block.mlp.approximate = value == "tanh"
 
     # --- token reduction: one hashable value, with shorthands -------------------------------------
 

@@ -70,6 +70,7 @@ class VisionTransformer(Encoder):
         prop_attn: bool = True,
         trace_source: bool = False,
         dtype=None,
+        gelu: str = "exact",
         pretrained_cfg: dict | None = None,
         rngs: nnx.Rngs,
     ):
@@ -104,7 +105,7 @@ class VisionTransformer(Encoder):
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values, drop_rate=drop_rate,
             drop_path_rate=drop_path_rate, class_token=class_token, distill_token=distilled, r=r,
             reduction_method=reduction_method, prop_attn=prop_attn, trace_source=trace_source,
-            dtype=dtype, rngs=rngs)
+            dtype=dtype, rngs=rngs, gelu=gelu)
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
         self.norm = None if use_fc_norm else layer_norm(embed_dim, rngs=rngs, dtype=dtype)
         self.fc_norm = layer_norm(embed_dim, rngs=rngs, dtype=dtype) if use_fc_norm else None

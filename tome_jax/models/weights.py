@@ -5,7 +5,13 @@ maps timm names onto the model's parameters:
 
 - timm state dicts: `.safetensors`, `.npz`, `.pth`/`.pt`/`.bin` (needs torch), or a dict of arrays;
   official MAE checkpoints wrap it in a "model" key (fc_norm + average pooling);
-- big_vision / AugReg `.npz` checkpoints ("Transformer/encoderblock_0/...");
+- big_vision `.npz` checkpoints: the AugReg layout ("Transformer/posembed_input/pos_embedding",
+  "MultiHeadDotProductAttention_1", "MlpBlock_3") and today's big_vision ViT (params-only or
+  "params/"-prefixed training checkpoints, top-level "pos_embedding" without a class-token row,
+  "MultiHeadDotProductAttention_0" / "LayerNorm_1" / "MlpBlock_0", scanned "encoderblock" stacks);
+  the latter also switches the model's GELU to big_vision's tanh approximation (`model.gelu`);
+- PyTorch `.pth` zip checkpoints are read without torch and without running pickled code: only
+  tensors, dicts and argparse namespaces (MAE's training script saves its `args`) are accepted;
 - torchvision ViT state dicts ("encoder.layers.encoder_layer_0...", e.g. SWAG ViT-L/16@512, H/14@518).
 - a training workdir of this project (its latest checkpoint's parameters), e.g. an MAE pre-training
   run whose encoder starts a fine-tuning run (`init.weights=runs/mae_pt`).
@@ -17,8 +23,11 @@ the fresh `fc_norm` as `initialized`, as the official MAE fine-tuning does.
 
 from __future__ import annotations
 
+import collections
 import os
+import pickle
 import re
+import zipfile
 from collections.abc import Mapping
 
 import jax
@@ -53,18 +62,103 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         with np.load(path, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     if path.endswith((".pth", ".pt", ".bin")):
-        try:
+        if zipfile.is_zipfile(path):  # torch >= 1.6 format: read safely, no torch needed
+            return _flat_arrays(_unwrap(read_torch_zip(path)), path)
+        try:  # the legacy (pre-1.6) pickle format needs torch's own reader
+            import argparse
+
             import torch
         except ImportError:
             raise ImportError(
-                f"{path!r} is a PyTorch pickle and torch is not installed. Convert it once where torch "
-                "is available: python -c \"import torch, safetensors.torch as st; sd = torch.load('in.pth', "
-                "map_location='cpu'); sd = sd.get('model', sd); st.save_file({k: v.contiguous() for k, v in "
-                "sd.items()}, 'out.safetensors')\", then load the .safetensors file.") from None
-        state = torch.load(path, map_location="cpu", weights_only=True)
+                f"{path!r} is a legacy PyTorch pickle and torch is not installed. Convert it once where torch "
+                "is available: python -c \"import argparse, torch, safetensors.torch as st; "
+                "torch.serialization.add_safe_globals([argparse.Namespace]); sd = torch.load('in.pth', "
+                "map_location='cpu', weights_only=True); sd = sd.get('model', sd); st.save_file({k: "
+                "v.contiguous() for k, v in sd.items()}, 'out.safetensors')\", then load the .safetensors "
+                "file.") from None
+        with torch.serialization.safe_globals([argparse.Namespace]):  # MAE's `args`; still weights_only
+            state = torch.load(path, map_location="cpu", weights_only=True)
         state = _unwrap(state)
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
     raise ValueError(f"unsupported weights format {path!r}; use .safetensors, .npz, .pth/.pt/.bin.")
+
+
+# torch storage classes -> numpy dtypes (bfloat16 via ml_dtypes, a JAX dependency).
+_TORCH_STORAGES = {"FloatStorage": "float32", "DoubleStorage": "float64", "HalfStorage": "float16",
+                   "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32",
+                   "ShortStorage": "int16", "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool"}
+
+
+class _Namespace:
+    """Stand-in for argparse.Namespace in a checkpoint (MAE's `args`): holds the attributes, runs nothing."""
+
+
+class _TorchUnpickler(pickle.Unpickler):
+    """Restricted unpickler of a torch zip checkpoint: tensors, (ordered) dicts, namespaces; nothing else."""
+
+    def __init__(self, file, archive: zipfile.ZipFile, prefix: str, source: str):
+        super().__init__(file)
+        self.archive, self.prefix, self.source = archive, prefix, source
+
+    def find_class(self, module: str, name: str):
+        allowed = {("collections", "OrderedDict"): collections.OrderedDict,
+                   ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+                   ("torch._utils", "_rebuild_parameter"): lambda data, *_: data,
+                   ("argparse", "Namespace"): _Namespace}
+        if (module, name) in allowed:
+            return allowed[module, name]
+        if module == "torch" and name in _TORCH_STORAGES:
+            return np.dtype(_TORCH_STORAGES[name]) if name != "BFloat16Storage" else _bfloat16()
+        raise pickle.UnpicklingError(
+            f"{self.source!r} holds a pickled {module}.{name}, which is not loaded (only tensors, dicts and "
+            "argparse namespaces are read, so no code in the file runs). Save just the state dict "
+            "(torch.save(model.state_dict(), ...)) or convert it to .safetensors.")
+
+    def persistent_load(self, pid):
+        kind, dtype, key, _location, numel = pid
+        if kind != "storage":
+            raise pickle.UnpicklingError(f"{self.source!r}: unknown persistent record {kind!r}.")
+        data = self.archive.read(f"{self.prefix}data/{key}")
+        return np.frombuffer(data, dtype=dtype, count=numel)
+
+
+def _bfloat16():
+    import ml_dtypes
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
+def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_) -> np.ndarray:
+    """torch._utils._rebuild_tensor_v2 on a numpy storage: a strided view, copied."""
+    item = storage.itemsize
+    view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
+                                           strides=tuple(s * item for s in stride))
+    return np.array(view)
+
+
+def read_torch_zip(path: str) -> object:
+    """A `torch.save` zip file's object (tensors as numpy arrays, namespaces as `_Namespace`), without
+    torch and without running pickled code."""
+    with zipfile.ZipFile(path) as archive:
+        pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
+        if not pickles:
+            raise ValueError(f"{path!r} is a zip file but not a torch checkpoint (no data.pkl).")
+        prefix = pickles[0][: -len("data.pkl")]
+        with archive.open(pickles[0]) as file:
+            return _TorchUnpickler(file, archive, prefix, path).load()
+
+
+def _flat_arrays(state: Mapping, source: str) -> dict[str, np.ndarray]:
+    """The arrays of a state dict, float32 for floating ones (bfloat16/float16 widened)."""
+    out = {}
+    for key, value in state.items():
+        if isinstance(value, np.ndarray):
+            out[key] = value.astype(np.float32) if value.dtype.kind == "f" or value.dtype.name == "bfloat16" \
+                else value
+    if not out:
+        raise CheckpointMismatchError(f"{source!r} holds no tensors at its top level (found: "
+                                      f"{', '.join(map(str, list(state)[:10]))}).")
+    return out
 
 
 def read_workdir(workdir: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -105,16 +199,77 @@ def _unwrap(state: Mapping) -> Mapping:
 # ----------------------------------------------------------------------------- formats -> timm
 
 
-def _from_big_vision(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """big_vision / AugReg npz names and Flax layouts -> timm names and torch layouts."""
+def _big_vision_params(sd: Mapping) -> dict[str, np.ndarray]:
+    """Strip the wrappers of big_vision checkpoints: "opt/target/" (AugReg) or "params/" (training
+    checkpoints, whose other keys are optimizer state); scanned block stacks are split per block."""
+    if any(k.startswith("params/") for k in sd):
+        sd = {k.removeprefix("params/"): v for k, v in sd.items() if k.startswith("params/")}
     sd = {k.removeprefix("opt/target/"): np.asarray(v) for k, v in sd.items()}
-    out = {
-        "patch_embed.proj.weight": sd.pop("embedding/kernel").transpose(3, 2, 0, 1),
-        "patch_embed.proj.bias": sd.pop("embedding/bias"),
-        "pos_embed": sd.pop("Transformer/posembed_input/pos_embedding"),
-        "norm.weight": sd.pop("Transformer/encoder_norm/scale"),
-        "norm.bias": sd.pop("Transformer/encoder_norm/bias"),
-    }
+    out = {}
+    for key, value in sd.items():
+        if key.startswith("Transformer/encoderblock/"):  # scan=True: [depth, ...] per parameter
+            rest = key.removeprefix("Transformer/encoderblock/")
+            out.update({f"Transformer/encoderblock_{i}/{rest}": v for i, v in enumerate(value)})
+        else:
+            out[key] = value
+    return out
+
+
+def big_vision_layout(sd: Mapping | list) -> str | None:
+    """"augreg" (old big_vision / AugReg names), "big_vision" (today's ViT) or None, from the keys."""
+    keys = [str(k) for k in sd]
+    if any(k.startswith("params/") for k in keys):
+        keys = [k for k in keys if k.startswith("params/")]
+    keys = {k.removeprefix("params/").removeprefix("opt/target/") for k in keys}
+    if "Transformer/posembed_input/pos_embedding" in keys:
+        return "augreg"
+    if any(k.startswith(("Transformer/", "embedding/")) for k in keys):
+        return "big_vision"
+    return None
+
+
+def checkpoint_gelu(path) -> str | None:
+    """"tanh" when `path` is a checkpoint of today's big_vision (read from its .npz key names only),
+    else None: what `create_model(gelu=...)` needs before the weights are restored (resume, eval)."""
+    path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
+    if not (path.endswith(".npz") and os.path.isfile(path)):
+        return None
+    with np.load(path, allow_pickle=False) as data:
+        return "tanh" if big_vision_layout(data.files) == "big_vision" else None
+
+
+def _found(sd: Mapping, n: int = 12) -> str:
+    items = [f"{k} {tuple(np.shape(v))}" for k, v in list(sd.items())[:n]]
+    return ", ".join(items) + (f", ... ({len(sd)} keys)" if len(sd) > n else "")
+
+
+def _from_big_vision(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """big_vision / AugReg npz names and Flax layouts -> timm names and torch layouts.
+
+    Today's big_vision adds `pos_embedding` [1, N, C] to the patches only (the class token has none),
+    so a zero class row is prepended when the checkpoint has a `cls` token.
+    """
+    sd = _big_vision_params(sd)
+    found = _found(sd)
+
+    def pop(key):
+        if key not in sd:
+            raise CheckpointMismatchError(
+                f"big_vision checkpoint without {key!r}; found: {found}. Supported: ViTs with a learned "
+                "position embedding ('pos_embedding') and a 'tok' or 'gap' head (no MAP head).")
+        return sd.pop(key)
+
+    out = {"patch_embed.proj.weight": pop("embedding/kernel").transpose(3, 2, 0, 1),
+           "patch_embed.proj.bias": pop("embedding/bias")}
+    if "Transformer/posembed_input/pos_embedding" in sd:
+        out["pos_embed"] = sd.pop("Transformer/posembed_input/pos_embedding")
+    else:
+        pos = pop("pos_embedding")
+        if "cls" in sd:
+            pos = np.concatenate([np.zeros_like(pos[:, :1]), pos], axis=1)
+        out["pos_embed"] = pos
+    out["norm.weight"] = pop("Transformer/encoder_norm/scale")
+    out["norm.bias"] = pop("Transformer/encoder_norm/bias")
     if "cls" in sd:
         out["cls_token"] = sd.pop("cls")
     if "head/kernel" in sd:
@@ -123,21 +278,26 @@ def _from_big_vision(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     blocks = sorted({int(m.group(1)) for k in sd if (m := re.match(r"Transformer/encoderblock_(\d+)/", k))})
     for i in blocks:
         p, t = f"Transformer/encoderblock_{i}/", f"blocks.{i}."
-        mha = p + "MultiHeadDotProductAttention_1/"
-        mlp = next(p + n for n in ("MlpBlock_3/", "MlpBlock_0/") if p + n + "Dense_0/kernel" in sd)
+        # AugReg: LayerNorm_0, MultiHeadDotProductAttention_1, LayerNorm_2, MlpBlock_3;
+        # big_vision today: LayerNorm_0, MultiHeadDotProductAttention_0, LayerNorm_1, MlpBlock_0.
+        new = p + "MultiHeadDotProductAttention_0/query/kernel" in sd
+        mha = p + ("MultiHeadDotProductAttention_0/" if new else "MultiHeadDotProductAttention_1/")
+        mlp = next((p + n for n in ("MlpBlock_3/", "MlpBlock_0/") if p + n + "Dense_0/kernel" in sd), p + "MlpBlock_0/")
+        if mha + "query/kernel" not in sd:
+            pop(mha + "query/kernel")  # raises, listing what was found
         dim = sd[mha + "query/kernel"].shape[0]
         out[t + "attn.qkv.weight"] = np.concatenate(
-            [sd.pop(mha + f"{n}/kernel").reshape(dim, -1).T for n in ("query", "key", "value")])
+            [pop(mha + f"{n}/kernel").reshape(dim, -1).T for n in ("query", "key", "value")])
         out[t + "attn.qkv.bias"] = np.concatenate(
-            [sd.pop(mha + f"{n}/bias").reshape(-1) for n in ("query", "key", "value")])
-        out[t + "attn.proj.weight"] = sd.pop(mha + "out/kernel").reshape(-1, dim).T
-        out[t + "attn.proj.bias"] = sd.pop(mha + "out/bias")
-        for n, name in (("LayerNorm_0", "norm1"), ("LayerNorm_2", "norm2")):
-            out[t + name + ".weight"] = sd.pop(p + n + "/scale")
-            out[t + name + ".bias"] = sd.pop(p + n + "/bias")
+            [pop(mha + f"{n}/bias").reshape(-1) for n in ("query", "key", "value")])
+        out[t + "attn.proj.weight"] = pop(mha + "out/kernel").reshape(-1, dim).T
+        out[t + "attn.proj.bias"] = pop(mha + "out/bias")
+        for n, name in (("LayerNorm_0", "norm1"), ("LayerNorm_1" if new else "LayerNorm_2", "norm2")):
+            out[t + name + ".weight"] = pop(p + n + "/scale")
+            out[t + name + ".bias"] = pop(p + n + "/bias")
         for n, name in (("Dense_0", "fc1"), ("Dense_1", "fc2")):
-            out[t + f"mlp.{name}.weight"] = sd.pop(mlp + n + "/kernel").T
-            out[t + f"mlp.{name}.bias"] = sd.pop(mlp + n + "/bias")
+            out[t + f"mlp.{name}.weight"] = pop(mlp + n + "/kernel").T
+            out[t + f"mlp.{name}.bias"] = pop(mlp + n + "/bias")
     out.update(sd)  # leftovers are reported as unused keys
     return out
 
@@ -174,7 +334,7 @@ def to_timm_state_dict(sd: Mapping) -> dict[str, np.ndarray]:
     """Any supported checkpoint dict -> timm names and torch layouts."""
     sd = _unwrap(sd)
     sd = {k: np.asarray(v) for k, v in sd.items()}
-    if any(k.startswith(("Transformer/", "opt/target/Transformer/")) for k in sd):
+    if big_vision_layout(sd):
         return _from_big_vision(sd)
     if "conv_proj.weight" in sd or any(k.startswith("encoder.layers.") for k in sd):
         return _from_torchvision(sd)
@@ -264,11 +424,13 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     source: a path (a file, or a training workdir) or a dict of arrays. `skip`: timm-name prefixes to
     leave at their init, e.g. ("head",) to fine-tune on a new class count. Shape mismatches always
     raise, naming the key. Missing and unused keys raise when `strict`, else are returned. Returns
-    {"missing": [...], "unused": [...], "resampled": [...], "ignored": [...], "initialized": [...]}:
+    {"missing": [...], "unused": [...], "resampled": [...], "ignored": [...], "initialized": [...]}
+    (+ "gelu": "tanh" when set); a checkpoint of today's big_vision also sets `model.gelu = "tanh"` (its GELU).
     `ignored` / `initialized` are the checkpoint keys deliberately not loaded and the model keys
     deliberately left at their init (MAE pre-training checkpoint into a fine-tuning model).
     """
     state_dict = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
+    layout = big_vision_layout(_unwrap(state_dict))
     state_dict = to_timm_state_dict(state_dict)
     adapted = {}
     if hasattr(model, "adapt_state_dict"):  # a family's own checkpoint names (e.g. video.py: MAE-ST)
@@ -296,6 +458,11 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
                               f"{tuple(param.shape)} (Flax layout)")
         updates[path] = value
     model_names = {_timm_name(path) for path in flat}
+    if strict and not updates and not ignored:
+        raise CheckpointMismatchError(
+            f"unknown checkpoint layout: no key matches the model. Found: {_found(state_dict)}. Supported: "
+            "timm / DeiT / MAE state dicts (patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...), big_vision "
+            "and AugReg .npz (embedding/kernel, Transformer/encoderblock_0/...), torchvision (encoder.layers.*).")
     unused = sorted(k for k in state_dict if k not in model_names and not (skip and k.startswith(skip)))
     if (missing or unused) and ignored:
         unused_note = (" This is an MAE pre-training checkpoint (its decoder keys are ignored); the model "
@@ -314,6 +481,9 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     for path, value in updates.items():  # only after every check passed: no half-loaded model
         flat[path].set_value(jnp.asarray(value, flat[path].dtype))
     nnx.update(model, state)
-    return {"missing": missing, "unused": unused, "resampled": resampled + adapted.get("resampled", []),
+    set_gelu = layout == "big_vision" and hasattr(model, "gelu")
+    if set_gelu:  # today's big_vision MLPs use the tanh GELU
+        model.gelu = "tanh"
+    return {**({"gelu": "tanh"} if set_gelu else {}), "missing": missing, "unused": unused, "resampled": resampled + adapted.get("resampled", []),
             "ignored": ignored, "initialized": initialized,
             **({"dropped": adapted["dropped"]} if adapted.get("dropped") else {})}

@@ -75,9 +75,7 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
 
 
 def parse_r_list(text: str) -> list:
-    """"0,8,16" -> [0, 8, 16]; "16:-1" is the schedule (16, -1) (decreasing)."""
-    values = []
-    for item in filter(None, text.split(",")):
-        r, _, inflect = item.partition(":")
-        values.append((int(r), float(inflect)) if inflect else int(r))
-    return values
+    """"0,8,16" -> [0, 8, 16]; "16:-1" is the schedule (16, -1) (decreasing); ValueError naming the fix."""
+    from tome_jax.cli import parse_r_list as parse  # the one parser eval.py's start-up check also uses
+
+    return parse(text)

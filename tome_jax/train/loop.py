@@ -58,6 +58,10 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     for key in ("img_size", "init_values"):
         if isinstance(kwargs.get(key), list):
             kwargs[key] = tuple(kwargs[key])
+    if config.init.weights and "gelu" not in kwargs:  # big_vision weights: its tanh GELU, also on resume
+        from tome_jax.models.weights import checkpoint_gelu
+
+        kwargs.update({"gelu": gelu} if (gelu := checkpoint_gelu(config.init.weights)) else {})
     tome = config.tome
     kwargs["r"] = _schedule(tome.r)
     if tome.get("method") is not None:
