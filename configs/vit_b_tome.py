@@ -67,7 +67,7 @@ def get_config(arg=None):
                                 crop_scale=(0.8, 1.0), crop_ratio=(0.9, 1.1), hflip=False, crop_pct=1.0,
                                 num_threads=2))
         config.batch_size = 64
-        config.total_epochs = 45.0
+        config.total_epochs = 80.0  # 45 epochs gave 96.9-97.8% over seeds 0-2; 80 give 97.5-98.3%
         config.warmup_epochs = 3.0
         config.optimizer.update(dict(lr=3e-3, min_lr=1e-5, weight_decay=0.05))
         config.label_smoothing = 0.1
