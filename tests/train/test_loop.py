@@ -43,9 +43,10 @@ def tiny_config(**overrides):
     return config
 
 
-def run_train(workdir, *extra, env=None, wait=True):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, "configs/vit_b_tome.py:runlocal"),
-           "--workdir", str(workdir), *TINY, *extra]
+def run_train(workdir, *extra, env=None, wait=True, recipe="configs/vit_b_tome.py:runlocal", flags=TINY):
+    """train.py as a subprocess on `recipe` with the tiny `flags`; returns its output (or the process)."""
+    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config", os.path.join(ROOT, recipe),
+           "--workdir", str(workdir), *flags, *extra]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     if not wait:
@@ -110,25 +111,33 @@ def test_missing_dataset_fails_at_start_with_instructions(tmp_path):
 # ----------------------------------------------------------------------------- processes
 
 
-def test_killed_run_resumes_to_identical_parameters(tmp_path):
-    steps = ["--config.total_steps=60", "--config.checkpoint_every_steps=10"]
-    run_train(tmp_path / "straight", *steps)
-    proc = run_train(tmp_path / "killed", *steps, wait=False)
+def kill_after_first_checkpoint_and_resume(run, tmp_path, total: int, every: int) -> str:
+    """Run `run` straight to `total` steps, and again killed (SIGKILL) once its first checkpoint
+    (step `every`) exists, then resumed; asserts both end at step `total` with identical parameters.
+    Returns the resumed run's output."""
+    steps = [f"--config.total_steps={total}", f"--config.checkpoint_every_steps={every}"]
+    run(tmp_path / "straight", *steps)
+    proc = run(tmp_path / "killed", *steps, wait=False)
     deadline = time.time() + 240
-    while not os.path.isdir(tmp_path / "killed" / "checkpoints" / "10"):
+    while not os.path.isdir(tmp_path / "killed" / "checkpoints" / str(every)):
         assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-    assert not os.path.isdir(tmp_path / "killed" / "checkpoints" / "60")
-    out = run_train(tmp_path / "killed", *steps)
+    assert not os.path.isdir(tmp_path / "killed" / "checkpoints" / str(total))
+    out = run(tmp_path / "killed", *steps)
     step_a, params_a = final_params(tmp_path / "straight")
     step_b, params_b = final_params(tmp_path / "killed")
-    assert step_a == step_b == 60
+    assert step_a == step_b == total
     import jax
 
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
         np.testing.assert_array_equal(a, b)
+    return out
+
+
+def test_killed_run_resumes_to_identical_parameters(tmp_path):
+    out = kill_after_first_checkpoint_and_resume(run_train, tmp_path, total=60, every=10)
     assert "train" in out
 
 

@@ -1,17 +1,13 @@
 """MAE end to end in the train loop: pre-training, its encoder into fine-tuning, resume, bad init."""
 
 import os
-import signal
-import subprocess
-import sys
-import time
 
-import jax
 import numpy as np
 import pytest
 
+import tome_jax
 from configs import mae_finetune_tome, mae_pretrain
-from tests.train.test_loop import ROOT, final_params, losses
+from tests.train.test_loop import final_params, kill_after_first_checkpoint_and_resume, losses, run_train
 from tome_jax.models.weights import CheckpointMismatchError
 from tome_jax.train import train_and_evaluate
 from tome_jax.train.loop import build_model
@@ -55,7 +51,7 @@ def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_pat
     np.testing.assert_array_equal(model.blocks[1].attn.qkv.kernel[...], leaf(saved["blocks"]["1"]["attn"]["qkv"]["kernel"]))
     np.testing.assert_array_equal(model.pos_embed[...], leaf(saved["pos_embed"]))
     np.testing.assert_array_equal(model.patch_embed.proj.kernel[...], leaf(saved["patch_embed"]["proj"]["kernel"]))
-    report = __import__("tome_jax").load_timm(model, str(tmp_path / "pt"), skip=("head",))
+    report = tome_jax.load_timm(model, str(tmp_path / "pt"), skip=("head",))
     assert report["missing"] == report["unused"] == []
     assert report["initialized"] == ["fc_norm.bias", "fc_norm.weight"]
     assert "decoder_pred.weight" in report["ignored"] and "mask_token" in report["ignored"]
@@ -88,36 +84,13 @@ def test_bad_init_and_bad_mask_ratio_fail_at_start_and_keep_the_workdir(tmp_path
 
 
 def run_pretrain(workdir, *extra, wait=True):
-    cmd = [sys.executable, os.path.join(ROOT, "train.py"), "--config",
-           os.path.join(ROOT, "configs/mae_pretrain.py:runlocal"), "--workdir", str(workdir), *TINY_FLAGS, *extra]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": ROOT},
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    if not wait:
-        return proc
-    out, _ = proc.communicate(timeout=300)
-    assert proc.returncode == 0, out[-3000:]
-    return out
+    return run_train(workdir, *extra, wait=wait, recipe="configs/mae_pretrain.py:runlocal", flags=TINY_FLAGS)
 
 
 def test_killed_pretraining_resumes_to_identical_parameters(tmp_path):
     """The loop's resume test (tests/train/test_loop.py) on MAE pre-training: the masks come from
     (seed, step), so a run killed after a checkpoint and resumed ends with the same parameters."""
-    steps = ["--config.total_steps=20", "--config.checkpoint_every_steps=5"]
-    run_pretrain(tmp_path / "straight", *steps)
-    proc = run_pretrain(tmp_path / "killed", *steps, wait=False)
-    deadline = time.time() + 240
-    while not os.path.isdir(tmp_path / "killed" / "checkpoints" / "5"):
-        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not os.path.isdir(tmp_path / "killed" / "checkpoints" / "20")
-    run_pretrain(tmp_path / "killed", *steps)
-    step_a, params_a = final_params(tmp_path / "straight")
-    step_b, params_b = final_params(tmp_path / "killed")
-    assert step_a == step_b == 20
-    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b)):
-        np.testing.assert_array_equal(a, b)
+    kill_after_first_checkpoint_and_resume(run_pretrain, tmp_path, total=20, every=5)
     np.testing.assert_array_equal(losses(tmp_path / "straight")[-5:], losses(tmp_path / "killed")[-5:])
 
 

@@ -180,6 +180,19 @@ class Encoder(nnx.Module):
         for block in self.blocks:
             block.mlp.approximate = value == "tanh"
 
+    # --- the weights' preprocessing ----------------------------------------------------------------
+
+    def set_pretrained_cfg(self, cfg: dict | None, **fixed) -> None:
+        """Store the family's `pretrained_cfg` (+ `fixed` entries such as input_size) in a hashable
+        form: it is static graph structure."""
+        items = dict(cfg or {}, **fixed).items()
+        self._pretrained_cfg = tuple(sorted((k, tuple(v) if isinstance(v, list) else v) for k, v in items))
+
+    @property
+    def pretrained_cfg(self) -> dict:
+        """Preprocessing of the weights: input_size, mean, std, crop_pct, interpolation, architecture."""
+        return dict(getattr(self, "_pretrained_cfg", ()))
+
     # --- token reduction: one hashable value, with shorthands -------------------------------------
 
     @property

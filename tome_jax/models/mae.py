@@ -26,7 +26,7 @@ from flax import nnx
 
 from tome_jax.models.encoder import Block, Encoder, layer_norm, linear
 from tome_jax.models.registry import register_model
-from tome_jax.models.vit import IMAGENET_MEAN, IMAGENET_STD, PatchEmbed, to_2tuple
+from tome_jax.models.vit import IMAGENET_MEAN, IMAGENET_STD, PatchEmbed, image_size
 from tome_jax.reduction import TokenReduction
 
 
@@ -87,10 +87,7 @@ class MaskedAutoencoder(Encoder):
         if not (isinstance(mask_ratio, (int, float)) and 0.0 < mask_ratio < 1.0):
             raise ValueError(f"mask_ratio must be in (0, 1) (the share of patches hidden from the encoder; "
                              f"MAE uses 0.75), got {mask_ratio!r}.")
-        height, width = to_2tuple(img_size, "img_size")
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}: the decoder "
-                             "predicts whole patches; use a multiple of the patch size.")
+        height, width = image_size(img_size, patch_size)  # the decoder predicts whole patches
         self.grid_size = (height // patch_size, width // patch_size)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.num_keep = int(self.num_patches * (1 - mask_ratio))  # the official len_keep
@@ -109,9 +106,7 @@ class MaskedAutoencoder(Encoder):
         self.patch_size, self.in_chans = patch_size, in_chans
         self.mask_ratio, self.norm_pix_loss = float(mask_ratio), bool(norm_pix_loss)
         self.num_prefix_tokens = 1
-        pretrained_cfg = dict(pretrained_cfg or {}, input_size=(height, width, in_chans))
-        self._pretrained_cfg = tuple(sorted(
-            (k, tuple(v) if isinstance(v, list) else v) for k, v in pretrained_cfg.items()))
+        self.set_pretrained_cfg(pretrained_cfg, input_size=(height, width, in_chans))
 
         # Encoder: stem on every patch, blocks on the visible ones.
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, rngs=rngs, dtype=dtype)
@@ -136,9 +131,6 @@ class MaskedAutoencoder(Encoder):
         self.decoder_norm = layer_norm(decoder_embed_dim, rngs=rngs, dtype=dtype)
         self.decoder_pred = linear(decoder_embed_dim, patch_size**2 * in_chans, rngs=rngs, dtype=dtype)
 
-    @property
-    def pretrained_cfg(self) -> dict:
-        return dict(self._pretrained_cfg)
 
     # --- pieces ---------------------------------------------------------------------------------------
 

@@ -26,7 +26,7 @@ from flax import nnx
 
 from tome_jax.models.encoder import Encoder, layer_norm, linear, trunc_normal
 from tome_jax.models.registry import register_model
-from tome_jax.models.vit import to_2tuple
+from tome_jax.models.vit import image_size
 
 
 class TubeletEmbed(nnx.Module):
@@ -81,23 +81,18 @@ class VideoTransformer(Encoder):
         pretrained_cfg: dict | None = None,
         rngs: nnx.Rngs,
     ):
-        height, width = to_2tuple(img_size, "img_size")
+        height, width = image_size(img_size, patch_size)
         if not (isinstance(num_frames, int) and isinstance(tubelet_size, int) and num_frames > 0
                 and tubelet_size > 0 and num_frames % tubelet_size == 0):
             raise ValueError(f"num_frames={num_frames} must be a positive multiple of tubelet_size={tubelet_size}, "
                              f"e.g. {max(num_frames // max(tubelet_size, 1), 1) * max(tubelet_size, 1)}.")
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}; use an (H, W) "
-                             f"that is a multiple of it, e.g. {(max(height // patch_size, 1) * patch_size, max(width // patch_size, 1) * patch_size)}.")
         self.num_frames, self.tubelet_size, self.patch_size, self.in_chans = num_frames, tubelet_size, patch_size, in_chans
         self.img_size = height if height == width else (height, width)
         self.grid_size = (num_frames // tubelet_size, height // patch_size, width // patch_size)  # (T', H', W')
         self.num_patches = int(np.prod(self.grid_size))
         self.num_classes, self.has_class_token = num_classes, class_token
         self.num_prefix_tokens = int(class_token)
-        pretrained_cfg = dict(pretrained_cfg or {}, input_size=(num_frames, height, width, in_chans))
-        self._pretrained_cfg = tuple(sorted(
-            (k, tuple(v) if isinstance(v, list) else v) for k, v in pretrained_cfg.items()))
+        self.set_pretrained_cfg(pretrained_cfg, input_size=(num_frames, height, width, in_chans))
 
         self.patch_embed = TubeletEmbed(tubelet_size, patch_size, in_chans, embed_dim, rngs=rngs, dtype=dtype)
         grid_t, grid_h, grid_w = self.grid_size
@@ -116,10 +111,6 @@ class VideoTransformer(Encoder):
         self.head_drop = nnx.Dropout(head_drop_rate, rngs=rngs)  # MAE-ST's `dropout` (0.5 default, 0.3 for L)
         self.head = linear(embed_dim, num_classes, rngs=rngs, dtype=dtype) if num_classes else None
 
-    @property
-    def pretrained_cfg(self) -> dict:
-        """Preprocessing of the weights: input_size (T, H, W, C), mean, std."""
-        return dict(self._pretrained_cfg)
 
     # --- the stem ----------------------------------------------------------------------------------
 

@@ -18,12 +18,17 @@ from tome_jax.models.encoder import Encoder, layer_norm, linear, trunc_normal
 from tome_jax.models.registry import register_model
 
 
-def to_2tuple(value, name: str) -> tuple[int, int]:
-    """An int or an (H, W) pair -> (H, W)."""
-    pair = (value, value) if isinstance(value, int) else tuple(value)
+def image_size(img_size, patch_size: int) -> tuple[int, int]:
+    """`img_size` (an int or an (H, W) pair) -> (H, W), checked to be a whole number of patches."""
+    pair = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
     if len(pair) != 2 or not all(isinstance(v, int) and v > 0 for v in pair):
-        raise ValueError(f"{name} must be a positive int or an (H, W) pair of them, got {value!r}.")
-    return pair
+        raise ValueError(f"img_size must be a positive int or an (H, W) pair of them, got {img_size!r}.")
+    height, width = pair
+    if height % patch_size or width % patch_size:
+        fit = (max(height // patch_size, 1) * patch_size, max(width // patch_size, 1) * patch_size)
+        raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}; use an (H, W) "
+                         f"that is a multiple of it, e.g. {fit}.")
+    return height, width
 
 
 class PatchEmbed(nnx.Module):
@@ -78,10 +83,7 @@ class VisionTransformer(Encoder):
             raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}.")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg'.")
-        height, width = to_2tuple(img_size, "img_size")
-        if height % patch_size or width % patch_size:
-            raise ValueError(f"img_size {img_size} is not divisible by patch_size {patch_size}; use an "
-                             f"(H, W) that is a multiple of it, e.g. {(height // patch_size * patch_size or patch_size, width // patch_size * patch_size or patch_size)}.")
+        height, width = image_size(img_size, patch_size)
         self.img_size = height if height == width else (height, width)
         self.patch_size, self.in_chans = patch_size, in_chans
         self.grid_size = (height // patch_size, width // patch_size)
@@ -89,10 +91,7 @@ class VisionTransformer(Encoder):
         self.has_class_token, self.distilled = class_token, distilled
         self.num_prefix_tokens = int(class_token) + int(distilled)
         self.num_patches = self.grid_size[0] * self.grid_size[1]
-        # Hashable (static graph structure); read through the `pretrained_cfg` property.
-        pretrained_cfg = dict(pretrained_cfg or {}, input_size=(height, width, in_chans))
-        self._pretrained_cfg = tuple(sorted(
-            (k, tuple(v) if isinstance(v, list) else v) for k, v in pretrained_cfg.items()))
+        self.set_pretrained_cfg(pretrained_cfg, input_size=(height, width, in_chans))
 
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, rngs=rngs, dtype=dtype)
         self.cls_token = nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, 1, embed_dim))) if class_token else None
@@ -113,10 +112,6 @@ class VisionTransformer(Encoder):
         self.head = linear(embed_dim, num_classes, rngs=rngs, dtype=dtype) if num_classes else None
         self.head_dist = linear(embed_dim, num_classes, rngs=rngs, dtype=dtype) if distilled and num_classes else None
 
-    @property
-    def pretrained_cfg(self) -> dict:
-        """Preprocessing of the weights: input_size, mean, std, crop_pct, interpolation."""
-        return dict(self._pretrained_cfg)
 
     def _check_images(self, images) -> None:
         expected = (self.grid_size[0] * self.patch_size, self.grid_size[1] * self.patch_size, self.in_chans)
