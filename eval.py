@@ -38,7 +38,9 @@ def main(argv):
 
     runtime.configure()  # quiet logs, persistent compilation cache ($TOME_JAX_CACHE_DIR)
     import tome_jax
+    from tome_jax.timing import CompileTimer
     from tome_jax.choose import parse_target
+    from tome_jax.models.registry import describe_model
     from tome_jax.train import evaluate, report
 
     config = _CONFIG.value
@@ -49,6 +51,8 @@ def main(argv):
         raise app.UsageError(f"--labels needs one distinct name per model ({len(sources)}), got {labels}.")
     batch_size = _BATCH.value or config.batch_size
     r_values = evaluate.parse_r_list(_R.value)
+    compile_timer = CompileTimer()
+    title = describe_model(config.model_name, **config.model.to_dict())  # the name plus what changes it
     results = {}
     for label, (workdir, weights) in zip(labels, sources):
         model, origin = evaluate.load_model(config, workdir, weights)
@@ -57,12 +61,12 @@ def main(argv):
                                        batch_size=batch_size)
             print(f"choose_r({_CHOOSE.value}, {_SCHEDULE.value}): {choice}")
             r_values += [] if choice.r in r_values else [choice.r]
-        print(f"{label}: {config.model_name} (depth {model.depth}, width {model.embed_dim}, {model.num_tokens} "
-              f"tokens in; {origin}), eval split {config.data.split_eval!r}")
+        print(f"{label}: {title}; {model.num_tokens} tokens in; {origin}; eval split {config.data.split_eval!r}")
         results[label] = evaluate.sweep(config, model, r_values, batch_size=batch_size, repeats=_REPEATS.value)
     print(report.format_table(results))
+    print(f"compile: {compile_timer}")
     out = _OUT.value or (_WORKDIR.value or ["eval_out"])[0]
-    for path in report.write_report(results, out, config.model_name):
+    for path in report.write_report(results, out, title):
         print("wrote", path)
 
 

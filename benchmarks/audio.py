@@ -25,6 +25,7 @@ import optax  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import tome_jax  # noqa: E402
+from tome_jax import runtime  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
@@ -99,6 +100,7 @@ def train_step(args) -> str:
 
 
 def main(argv=None):
+    runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
     print("\n".join(machine_lines()))
     print()

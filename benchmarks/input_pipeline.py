@@ -55,6 +55,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from tome_jax import runtime  # noqa: E402
 from tome_jax import data  # noqa: E402
 from tome_jax.timing import time_interleaved  # noqa: E402
 
@@ -271,6 +272,7 @@ def bench_stages(root: str, n: int = 200) -> list[list]:
 
 
 def main(args):
+    runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     from absl import flags  # pylint: disable=g-import-not-at-top
 
     flags.FLAGS.mark_as_parsed()  # grain worker processes read absl flags (train.py parses them).

@@ -40,6 +40,7 @@ import numpy as np  # noqa: E402
 from flax import nnx  # noqa: E402
 
 import tome_jax  # noqa: E402
+from tome_jax import runtime  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
@@ -359,6 +360,7 @@ def _token_drop_forward(model, r):
 
 
 def main(argv=None):
+    runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
     dtype = DTYPES[args.dtype]
     print("\n".join(machine_lines()), flush=True)

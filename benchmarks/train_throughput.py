@@ -34,6 +34,7 @@ from flax import nnx  # noqa: E402
 
 import tome_jax  # noqa: E402
 from configs import mae_finetune_tome  # noqa: E402
+from tome_jax import runtime  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 from tome_jax.train import loop, tasks  # noqa: E402
 from tome_jax.train import optimizer as optimizer_lib  # noqa: E402
@@ -107,6 +108,7 @@ def build(config, r, batch):
 
 
 def main(argv=None):
+    runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
     print("\n".join(machine_lines()))
     config = mae_finetune_tome.get_config("runlocal" if args.runlocal else f"variant={args.variant}")

@@ -49,6 +49,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tome_jax  # noqa: E402
+from tome_jax import runtime  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
@@ -364,6 +365,7 @@ def run_forward(args):
 
 
 def main(argv=None):
+    runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=["tome", "attention", "forward"], default="tome")
     p.add_argument("--models", default="vit_base_patch16_224@224:16,vit_large_patch16_384@512:2",

@@ -28,6 +28,7 @@ import jax.numpy as jnp  # noqa: E402
 
 import tome_jax  # noqa: E402
 from benchmarks.common import machine_lines, table  # noqa: E402
+from tome_jax import runtime  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
@@ -118,6 +119,7 @@ def train_rows(args) -> list[list]:
 
 
 def main(argv=None):
+    runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
     print("\n".join(machine_lines()))
     print(f"clips: batch {args.batch} (train {args.train_batch}) x {args.frames} x {args.img_size} x "

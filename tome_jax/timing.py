@@ -55,3 +55,33 @@ def time_interleaved(candidates: dict[str, Callable[[], object]], *, repeats: in
                     len(wall[name]))
         for name in candidates
     }
+
+
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+
+
+class CompileTimer:
+    """Seconds JAX spends making programs from the moment this is created: tracing, lowering, and
+    compiling or loading from the persistent compilation cache (JAX's own monitoring events).
+
+    `programs` counts backend compiles requested, `cache_hits` those the persistent cache answered.
+    JAX has no public way to remove a listener, so make one per command (eval.py makes one).
+    """
+
+    def __init__(self):
+        self.seconds, self.programs, self.cache_hits = 0.0, 0, 0
+        jax.monitoring.register_event_duration_secs_listener(self._on_duration)
+        jax.monitoring.register_event_listener(self._on_event)
+
+    def _on_duration(self, event: str, duration: float, **_):
+        if event in _COMPILE_EVENTS:
+            self.seconds += duration
+            self.programs += event == _COMPILE_EVENTS[-1]
+
+    def _on_event(self, event: str, **_):
+        self.cache_hits += event == "/jax/compilation_cache/cache_hits"
+
+    def __str__(self) -> str:
+        return (f"{self.seconds:.1f} s making {self.programs} XLA programs "
+                f"({self.cache_hits} loaded from the compilation cache)")

@@ -154,6 +154,27 @@ def test_tags_keep_their_defaults_unless_the_config_sets_the_field():
     assert build_model(config).prop_attn is True
 
 
+def test_a_model_is_described_by_its_name_and_what_changes_it():
+    from configs.vit_b_tome import get_config
+    from tome_jax.models.registry import describe_model
+
+    runlocal = get_config("runlocal").model.to_dict()
+    assert describe_model("vit_tiny_patch16_224", **runlocal) == (
+        "vit_tiny_patch16_224 (depth=4, embed_dim=64, global_pool='avg', img_size=16, mlp_ratio=2.0, "
+        "num_classes=10, num_heads=4, patch_size=4)")
+    # The name's own values, float32 and training-only regularization say nothing new.
+    assert describe_model("vit_tiny_patch16_224", embed_dim=192, img_size=224, dtype="float32",
+                          drop_path_rate=0.1) == "vit_tiny_patch16_224"
+    assert describe_model("deit_base_patch16_224", **get_config().model.to_dict()) == (
+        "deit_base_patch16_224 (dtype='bfloat16')")
+    assert describe_model("vit_base_patch16_224.mae", global_pool="avg") == "vit_base_patch16_224.mae"
+    assert describe_model("vit_base_patch16_224.mae", global_pool="token") == (
+        "vit_base_patch16_224.mae (global_pool='token')")
+    assert describe_model("toy_rowformer", embed_dim=32) == "toy_rowformer (embed_dim=32)"  # no visible defaults
+    with pytest.raises(ValueError, match="unknown model name 'vit_tiny'"):
+        describe_model("vit_tiny")
+
+
 def test_reading_a_recipe_loads_no_training_code():
     code = ("import sys, glob, importlib, os\n"
             "for f in sorted(glob.glob('configs/*.py')):\n"

@@ -13,6 +13,8 @@ nothing here changes.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from typing import Callable
 
 from flax import nnx
@@ -49,6 +51,51 @@ def list_models(pattern: str = "") -> list[str]:
     return sorted(n for n in _REGISTRY if pattern in n)
 
 
+# Keywords that change training (regularization) but not the function the trained model computes.
+_TRAINING_ONLY = frozenset({"drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pretrained_cfg"})
+
+
+def _entry(name: str) -> tuple[ModelEntry, str]:
+    stem, _, tag = name.partition(".")
+    if stem not in _REGISTRY:
+        raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}.")
+    entry = _REGISTRY[stem]
+    if tag and tag not in entry.tags:
+        raise ValueError(f"unknown tag {tag!r} in {name!r}; known tags for {stem}: "
+                         f"{', '.join(sorted(entry.tags)) or 'none'}.")
+    return entry, tag
+
+
+def describe_model(name: str, **kwargs) -> str:
+    """The name plus the keywords that make the model differ from it, for tables and plot titles.
+
+    describe_model("vit_tiny_patch16_224", img_size=16, depth=4, embed_dim=192, drop_path_rate=0.1)
+    -> "vit_tiny_patch16_224 (img_size=16, depth=4)": embed_dim is the name's own value and drop
+    path only regularizes training. Keywords the builder does not expose as defaults are listed.
+    """
+    entry, tag = _entry(name)
+    defaults = {**_builder_defaults(entry.builder), **entry.tags.get(tag, {})}
+    changed = [f"{k}={v!r}" for k, v in kwargs.items()
+               if k not in _TRAINING_ONLY and (k not in defaults or _normalized(defaults[k]) != _normalized(v))]
+    return f"{name} ({', '.join(changed)})" if changed else name
+
+
+def _builder_defaults(builder) -> dict:
+    """Keyword defaults of a builder: a function, a class, or functools.partial of either."""
+    bound = {}
+    while isinstance(builder, functools.partial):
+        bound, builder = {**builder.keywords, **bound}, builder.func
+    # A class's own signature is its metaclass's call (nnx.Module), so read its __init__.
+    params = inspect.signature(builder.__init__ if inspect.isclass(builder) else builder).parameters
+    return {**{k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}, **bound}
+
+
+def _normalized(value):
+    if value == "float32":  # the default dtype (None) computes in float32
+        return None
+    return tuple(value) if isinstance(value, list) else value
+
+
 def create_model(name: str, *, rngs: nnx.Rngs | None = None, **kwargs) -> nnx.Module:
     """A registered model by name ("family_size[.tag]"), with ToMe settings and any override.
 
@@ -59,18 +106,12 @@ def create_model(name: str, *, rngs: nnx.Rngs | None = None, **kwargs) -> nnx.Mo
     the fields you mean to set: a tag's default survives every field you leave out). The model is
     returned in eval mode (dropout off); call `model.train()` before training.
     """
-    stem, _, tag = name.partition(".")
-    if stem not in _REGISTRY:
-        raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}.")
-    entry = _REGISTRY[stem]
-    if tag and tag not in entry.tags:
-        raise ValueError(f"unknown tag {tag!r} in {name!r}; known tags for {stem}: "
-                         f"{', '.join(sorted(entry.tags)) or 'none'}.")
+    entry, tag = _entry(name)
     config = dict(entry.tags.get(tag, {}))
     pretrained_cfg = dict(entry.pretrained_cfg, **config.pop("pretrained_cfg", {}))
     config.update(kwargs)
     pretrained_cfg.update(config.pop("pretrained_cfg", None) or {})
-    pretrained_cfg["architecture"] = stem
+    pretrained_cfg["architecture"] = name.partition(".")[0]
     model = entry.builder(**config, pretrained_cfg=pretrained_cfg, rngs=rngs or nnx.Rngs(0))
     model.eval()
     return model

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import jax
 from absl import logging
@@ -42,7 +43,9 @@ class MetricWriter:
             from tensorboardX import SummaryWriter
 
             purge = None if resume_step is None else resume_step + 1
-            self._tb = SummaryWriter(tb_dir, purge_step=purge)
+            # Event files are named by the second and the host; a restart within the same second would
+            # overwrite the previous file, so the name also gets a suffix that sorts in time order.
+            self._tb = SummaryWriter(tb_dir, purge_step=purge, filename_suffix=f".{time.time_ns()}")
         else:
             logging.warning("no TensorBoard events for %s (tensorboardX writes local, gs:// and s3:// paths); "
                             "metrics.jsonl has every value.", workdir)
