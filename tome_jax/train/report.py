@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import textwrap
 from typing import Any
 
 COLUMNS = ("model", "r", "top1", "top5", "examples", "images_per_sec", "speedup", "gflops", "tokens_out")
@@ -141,7 +142,7 @@ def plot_accuracy_vs_throughput(results, title: str = ""):
     n_text = ", ".join(map(str, sorted(sizes))) if sizes else "?"
     ax.set_ylabel(f"{_AXIS.get(metric, metric)}, {n_text} test examples")
     ax.set_xlabel("images / s")
-    ax.set_title(title)
+    ax.set_title(textwrap.fill(title, 72), fontsize=9)  # a model with its overrides is a long name
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
