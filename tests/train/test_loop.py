@@ -35,12 +35,7 @@ def tiny_config(**overrides):
     config.log_every_steps = 1
     config.eval_every_steps = 1000
     config.checkpoint_every_steps = 4
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
+    config.update_from_flattened_dict(overrides)  # dotted keys: "optimizer.lr"
     return config
 
 

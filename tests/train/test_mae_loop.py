@@ -20,12 +20,8 @@ TINY_FLAGS = [f"--config.{k}={v}" for k, v in TINY_PRETRAIN.items()]
 
 
 def configure(config, overrides):
-    for key, value in overrides.items():
-        target = config
-        *parents, leaf = key.split(".")
-        for parent in parents:
-            target = target[parent]
-        target[leaf] = value
+    """Dotted overrides ("model.depth": 2) applied by ml_collections itself."""
+    config.update_from_flattened_dict(overrides)
     return config
 
 
