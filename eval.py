@@ -36,7 +36,7 @@ def main(argv):
     del argv
     from tome_jax import runtime
 
-    runtime.configure()  # quiet logs, persistent compilation cache ($TOME_JAX_CACHE_DIR)
+    runtime.configure()  # allocator, quiet logs, compilation cache ($TOME_JAX_CACHE_DIR)
     import tome_jax
     from tome_jax.timing import CompileTimer
     from tome_jax.choose import parse_target

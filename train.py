@@ -23,7 +23,7 @@ def main(argv):
     del argv
     from tome_jax import runtime
 
-    runtime.configure(verbose=_VERBOSE.value)  # quiet logs, persistent compilation cache ($TOME_JAX_CACHE_DIR)
+    runtime.configure(verbose=_VERBOSE.value)  # allocator, quiet logs, compilation cache ($TOME_JAX_CACHE_DIR)
     import jax
 
     if _DISTRIBUTED.value:

@@ -23,11 +23,11 @@ import os
 import platform
 
 CACHE_ENV = "TOME_JAX_CACHE_DIR"
+DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "tome_jax", "jax")
 MALLOC_ENV = "TOME_JAX_MALLOC"
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _KEEP_BYTES = 1 << 30
-DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "tome_jax", "jax")
 
 
 def cache_dir() -> str | None:

@@ -55,7 +55,8 @@ def list_models(pattern: str = "") -> list[str]:
 _TRAINING_ONLY = frozenset({"drop_rate", "drop_path_rate", "attn_drop_rate", "proj_drop_rate", "pretrained_cfg"})
 
 
-def _entry(name: str) -> tuple[ModelEntry, str]:
+def _entry(name: str) -> tuple[ModelEntry, str, str]:
+    """"family_size[.tag]" -> (its registry entry, the stem, the tag), or a ValueError naming the fix."""
     stem, _, tag = name.partition(".")
     if stem not in _REGISTRY:
         raise ValueError(f"unknown model name {name!r}; known models: {', '.join(list_models())}.")
@@ -63,7 +64,7 @@ def _entry(name: str) -> tuple[ModelEntry, str]:
     if tag and tag not in entry.tags:
         raise ValueError(f"unknown tag {tag!r} in {name!r}; known tags for {stem}: "
                          f"{', '.join(sorted(entry.tags)) or 'none'}.")
-    return entry, tag
+    return entry, stem, tag
 
 
 def describe_model(name: str, **kwargs) -> str:
@@ -73,7 +74,7 @@ def describe_model(name: str, **kwargs) -> str:
     -> "vit_tiny_patch16_224 (img_size=16, depth=4)": embed_dim is the name's own value and drop
     path only regularizes training. Keywords the builder does not expose as defaults are listed.
     """
-    entry, tag = _entry(name)
+    entry, _, tag = _entry(name)
     defaults = {**_builder_defaults(entry.builder), **entry.tags.get(tag, {})}
     changed = [f"{k}={v!r}" for k, v in kwargs.items()
                if k not in _TRAINING_ONLY and (k not in defaults or _normalized(defaults[k]) != _normalized(v))]
@@ -106,12 +107,12 @@ def create_model(name: str, *, rngs: nnx.Rngs | None = None, **kwargs) -> nnx.Mo
     the fields you mean to set: a tag's default survives every field you leave out). The model is
     returned in eval mode (dropout off); call `model.train()` before training.
     """
-    entry, tag = _entry(name)
+    entry, stem, tag = _entry(name)
     config = dict(entry.tags.get(tag, {}))
     pretrained_cfg = dict(entry.pretrained_cfg, **config.pop("pretrained_cfg", {}))
     config.update(kwargs)
     pretrained_cfg.update(config.pop("pretrained_cfg", None) or {})
-    pretrained_cfg["architecture"] = name.partition(".")[0]
+    pretrained_cfg["architecture"] = stem
     model = entry.builder(**config, pretrained_cfg=pretrained_cfg, rngs=rngs or nnx.Rngs(0))
     model.eval()
     return model
