@@ -80,6 +80,21 @@ def test_digits_uint8_path_is_the_old_float_path_up_to_rounding(digits_train):
     np.testing.assert_allclose(new, np.broadcast_to(old, new.shape), atol=0.5 / 255 / 0.5 + 1e-6)
 
 
+def test_zoom_out_crops_shrink_the_image_into_a_canvas_of_its_border_pixels():
+    zoom = dict(ID_CFG, image_size=12, crop_scale=(2.0, 2.0), crop_ratio=(1.0, 1.0))
+    batch = take(make(source=id_source(), cfg=zoom), 1)[0]  # constant images stay constant
+    pixels = batch["image"].astype(int)
+    assert (pixels.max(axis=(1, 2, 3)) - pixels.min(axis=(1, 2, 3)) <= 1).all()  # 1: rounding at x.5
+    square = np.zeros((4, 6, 6, 1), np.float32)
+    square[:, 1:5, 1:5] = 1.0  # a bright square on a black border
+    source = data.ArraySource(images=square, labels=np.arange(4, dtype=np.int32), num_classes=4)
+    plain, zoomed = (take(make(source=source, cfg=dict(zoom, crop_scale=s), global_batch_size=4), 1)[0]["image"]
+                     .astype(float) for s in ((1.0, 1.0), (2.0, 2.0)))
+    np.testing.assert_allclose(zoomed.sum(axis=(1, 2, 3)) / plain.sum(axis=(1, 2, 3)), 0.5, rtol=0.1)  # area x 2
+    black_rows = (zoomed.max(axis=(2, 3)) == 0).sum(axis=1)
+    assert (black_rows >= (plain.max(axis=(2, 3)) == 0).sum(axis=1) + 2).all()  # 12 - 12 / sqrt(2) = 3.5 px more
+
+
 def test_eval_images_are_the_whole_digit_resized(digits_train):
     batch = take(make(source=digits_train, train=False, cfg=dict(image_size=8, crop_pct=1.0)), 1)[0]
     pixels = batch["image"][..., 0] / 255

@@ -41,6 +41,32 @@ def test_random_resized_crop_boxes_stay_inside_with_requested_area():
     assert (w / h).min() >= 0.75 * 0.9 and (w / h).max() <= 1.33 / 0.9
 
 
+def test_zoom_out_boxes_hold_the_whole_image_at_a_random_place():
+    u = np.random.default_rng(0).random((1000, 4))
+    height, width = np.full(1000, 8.0), np.full(1000, 8.0)
+    boxes = transforms.random_resized_crop_boxes(u, height, width, (1.2, 1.6), (1.0, 1.0))
+    assert (boxes[:, :2] <= 0).all() and (boxes[:, 2] >= 8).all() and (boxes[:, 3] >= 8).all()
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1]) / 64
+    assert area.min() >= 1.2 - 1e-9 and area.max() <= 1.6 + 1e-9
+    assert boxes[:, 0].std() > 0.1 and boxes[:, 1].std() > 0.1  # the image's place varies
+
+
+@pytest.mark.parametrize("box, size", [((-3.0, -1.5, 17.0, 24.0), 16), ((-0.4, 2.0, 21.0, 31.5), 40)])
+def test_crop_resize_repeats_the_border_outside_the_image(box, size):
+    """A box past the border equals PIL's resize of the image on a canvas that repeats its edge pixels."""
+    image = np.random.default_rng(1).random((1, 20, 30, 1)).astype(np.float32)
+    ours = transforms.crop_resize(image, np.asarray([box], float), size)[0, ..., 0]
+    pad = 8
+    canvas = np.pad(image[0, ..., 0], pad, mode="edge")
+    y0, x0, y1, x1 = (v + pad for v in box)
+    pil = Image.fromarray(canvas, "F").resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
+    np.testing.assert_allclose(ours, np.asarray(pil), atol=1e-5)
+    inside = np.asarray([[2.5, 3.25, 17.5, 21.0]])  # in the same batch, still PIL's edge handling
+    both = transforms.crop_resize(np.concatenate([image, image]), np.concatenate([[box], inside]), size)
+    np.testing.assert_array_equal(both[0], ours[..., None])
+    np.testing.assert_allclose(both[1], transforms.crop_resize(image, inside, size)[0], atol=1e-6)
+
+
 def test_center_crop_boxes_are_square_centered_fraction_of_short_side():
     boxes = transforms.center_crop_boxes(np.array([100.0]), np.array([200.0]), 0.875)
     np.testing.assert_allclose(boxes, [[6.25, 56.25, 93.75, 143.75]])

@@ -57,7 +57,9 @@ class DataConfig:
     # "pil" (PIL itself), or "auto" (opencv when importable, else pil).
     image_backend: str = "auto"
 
-    # Train augmentation: random-resized crop (area fraction, aspect ratio range), then flip.
+    # Train augmentation: random-resized crop (area fraction, aspect ratio range), then flip. A
+    # fraction above 1 zooms out: the image shrinks to a random place in a canvas that repeats its
+    # border pixels. In-memory images only (digits, where it adds shifts to the crop's zoom).
     crop_scale: tuple[float, float] = (0.7, 1.0)
     crop_ratio: tuple[float, float] = (0.8, 1.25)
     hflip: bool = False  # Off for digits (a mirrored 2 is not a 2); on for natural images.
@@ -98,8 +100,8 @@ class DataConfig:
             raise ValueError(f"data.std must be positive, got {self.std}.")
         if self.kind == "array" and self.hflip:
             raise ValueError("data.hflip applies to images only; set it False for data.kind='array'.")
-        if not 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1:
-            raise ValueError(f"data.crop_scale must satisfy 0 < lo <= hi <= 1, got {self.crop_scale}.")
+        if not 0 < self.crop_scale[0] <= self.crop_scale[1]:
+            raise ValueError(f"data.crop_scale must satisfy 0 < lo <= hi, got {self.crop_scale}.")
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
             raise ValueError(f"data.crop_ratio must satisfy 0 < lo <= hi, got {self.crop_ratio}.")
         if not 0 < self.crop_pct <= 1:

@@ -141,6 +141,11 @@ def _check_source(source: sources_lib.Source, cfg: DataConfig) -> None:
     """In-memory examples must fit cfg.kind and the channel count len(cfg.mean)."""
     images = getattr(source, "images", None)
     if not isinstance(images, np.ndarray):
+        if cfg.crop_scale[1] > 1 and not hasattr(source, "make_batch"):  # clips crop in memory
+            raise ValueError(
+                f"data.crop_scale={cfg.crop_scale}: an area fraction above 1 (zoom out) needs in-memory images "
+                f"(ArraySource, e.g. digits); {type(source).__name__} decodes files, so keep crop_scale <= 1."
+            )
         if cfg.kind == "array":
             raise ValueError(
                 f"data.kind='array' needs an in-memory source (ArraySource); {type(source).__name__} yields "

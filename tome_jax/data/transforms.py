@@ -50,13 +50,18 @@ def random_resized_crop_boxes(
 
     Area fraction ~ U(scale), log aspect ratio (w / h) ~ U(log ratio), position uniform. Unlike timm's
     10-try rejection loop, a side longer than the image is clipped to it (vectorized, always valid).
+    An area fraction above 1 zooms out: the box is larger than the image, which lands at a uniform
+    position inside it (`crop_resize` repeats the border pixels outside the image); sides are then
+    clipped at sqrt(fraction) x the image's.
     """
     height, width = np.asarray(height, np.float64), np.asarray(width, np.float64)
-    area = height * width * (scale[0] + u[:, 0] * (scale[1] - scale[0]))
+    fraction = scale[0] + u[:, 0] * (scale[1] - scale[0])
+    area = height * width * fraction
     log_lo, log_hi = np.log(ratio[0]), np.log(ratio[1])
     aspect = np.exp(log_lo + u[:, 1] * (log_hi - log_lo))
-    w = np.minimum(np.sqrt(area * aspect), width)
-    h = np.minimum(np.sqrt(area / aspect), height)
+    cap = np.sqrt(np.maximum(fraction, 1.0))
+    w = np.minimum(np.sqrt(area * aspect), width * cap)
+    h = np.minimum(np.sqrt(area / aspect), height * cap)
     x0 = u[:, 2] * (width - w)
     y0 = u[:, 3] * (height - h)
     return np.stack([y0, x0, y0 + h, x0 + w], axis=-1)
@@ -77,19 +82,36 @@ def center_crop_boxes(height: np.ndarray, width: np.ndarray, crop_pct: float) ->
 def resize_weights(start: np.ndarray, stop: np.ndarray, in_size: int, out_size: int) -> np.ndarray:
     """Triangle-filter resampling matrices, PIL "bilinear" semantics. start, stop: [b] -> [b, out, in].
 
-    The filter widens by the scale factor when downsampling (antialiasing); rows are renormalized so
-    edges behave like clamping. Row s holds the weights of the input pixels for output pixel s.
+    The filter widens by the scale factor when downsampling (antialiasing). Row s holds the weights of
+    the input pixels for output pixel s. Within the image, rows are renormalized so edges behave like
+    clamping (PIL). A box reaching past the image (a zoom-out crop) sees the image's border pixels
+    repeated outside it (np.pad mode "edge"): for digits, whose strokes touch the border, that measured
+    ~0.6 points better than zeros (benchmarks/RESULTS.md section 11). Decided per box, so a crop never
+    depends on the other boxes of its batch.
     """
     scale = (stop - start) / out_size  # Input pixels per output pixel, [b].
     support = np.maximum(scale, 1.0)
     centers = start[:, None] + (np.arange(out_size) + 0.5) * scale[:, None]  # [b, out]
-    dist = np.abs((np.arange(in_size) + 0.5)[None, None, :] - centers[..., None])  # [b, out, in]
+    pad = int(np.ceil(max(0.0, -start.min(), (stop - in_size).max()) + support.max()))
+    pad = pad if (start < 0).any() or (stop > in_size).any() else 0
+    grid = np.arange(-pad, in_size + pad) + 0.5  # Input pixel centers, `pad` virtual ones each side.
+    dist = np.abs(grid[None, None, :] - centers[..., None])  # [b, out, in + 2 pad]
     w = np.maximum(0.0, 1.0 - dist / support[:, None, None])
-    return (w / np.maximum(w.sum(-1, keepdims=True), 1e-12)).astype(np.float32)
+    inside = (start >= 0) & (stop <= in_size)
+    w[inside, :, :pad] = 0.0  # PIL: the filter window is cut at the image's edges...
+    w[inside, :, pad + in_size:] = 0.0
+    w /= np.maximum(w.sum(-1, keepdims=True), 1e-12)  # ...and renormalized.
+    image = w[..., pad:pad + in_size].copy()
+    image[..., 0] += w[..., :pad].sum(-1)  # Virtual pixels repeat the border pixel.
+    image[..., -1] += w[..., pad + in_size:].sum(-1)
+    return image.astype(np.float32)
 
 
 def crop_resize(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
-    """Crop each box and resize it to size x size. images: [b, H, W, C], boxes: [b, 4] -> float32 [b, S, S, C]."""
+    """Crop each box and resize it to size x size. images: [b, H, W, C], boxes: [b, 4] -> float32 [b, S, S, C].
+
+    A box may reach past the image (zoom-out crops): outside, the border pixels repeat (resize_weights).
+    """
     b, height, width, channels = images.shape
     wy = resize_weights(boxes[:, 0], boxes[:, 2], height, size)  # [b, S, H]
     wx = resize_weights(boxes[:, 1], boxes[:, 3], width, size)  # [b, S, W]
