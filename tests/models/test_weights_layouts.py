@@ -224,3 +224,37 @@ def test_recipe_with_big_vision_init_builds_the_tanh_model_also_when_restoring(t
     assert loop.build_model(config, load_weights=False).gelu == "tanh"  # resume / eval: restored, not loaded
     config.init.weights = os.path.join(FIXTURES, "bigvision_vit.npz")  # AugReg: exact, as timm
     assert loop.build_model(config, load_weights=False).gelu == "exact"
+
+
+def test_weights_on_a_bucket_load_like_local_files(tmp_path):
+    """gs:// and other epath schemes, through the in-memory `memtest://` bucket of the fault tests:
+    .safetensors, .npz (today's big_vision, which also sets the tanh GELU) and a torch zip .pth."""
+    from etils import epath
+
+    from tests.train import memory_path  # noqa: F401  (registers memtest://)
+    from tome_jax.models.weights import checkpoint_gelu, read_state_dict
+
+    state = load_file(os.path.join(FIXTURES, "vit_cls.safetensors"))
+    tensors = {k: _Tensor(str(i), v) for i, (k, v) in enumerate(state.items())}
+    torch_save({"model": collections.OrderedDict(tensors)}, tmp_path / "w.pth", {t.key: t.array for t in tensors.values()})
+    np.savez(tmp_path / "bv.npz", **big_vision_params())
+    bucket = epath.Path("memtest://weights/vit")
+    bucket.mkdir(parents=True)
+    for name in ("w.pth", "bv.npz"):
+        (bucket / name).write_bytes((tmp_path / name).read_bytes())
+    (bucket / "w.safetensors").write_bytes(open(os.path.join(FIXTURES, "vit_cls.safetensors"), "rb").read())
+    io_ = fixture("vit_cls")
+    for name in ("w.safetensors", "w.pth"):
+        loaded = read_state_dict(f"memtest://weights/vit/{name}")
+        assert sorted(loaded) == sorted(state) and all(np.array_equal(loaded[k], state[k]) for k in state)
+        model = tome_jax.create_model("vit_tiny_patch16_224", **SMALL)
+        tome_jax.load_timm(model, f"memtest://weights/vit/{name}")
+        assert rel_err(forward(model, jnp.asarray(io_["images"])), io_["logits_r0"]) < 1e-4
+    assert checkpoint_gelu("memtest://weights/vit/bv.npz") == "tanh" == checkpoint_gelu(tmp_path / "bv.npz")
+    local = read_state_dict(tmp_path / "bv.npz")
+    remote = read_state_dict("memtest://weights/vit/bv.npz")
+    assert sorted(remote) == sorted(local) and all(np.array_equal(remote[k], local[k]) for k in local)
+    with pytest.raises(FileNotFoundError, match="memtest://weights/vit/nope.npz.* does not exist"):
+        read_state_dict("memtest://weights/vit/nope.npz")
+    with pytest.raises(FileNotFoundError, match="not a training workdir"):
+        read_state_dict("memtest://weights/vit")  # a folder without checkpoints/

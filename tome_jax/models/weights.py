@@ -15,6 +15,7 @@ maps timm names onto the model's parameters:
 - torchvision ViT state dicts ("encoder.layers.encoder_layer_0...", e.g. SWAG ViT-L/16@512, H/14@518).
 - a training workdir of this project (its latest checkpoint's parameters), e.g. an MAE pre-training
   run whose encoder starts a fine-tuning run (`init.weights=runs/mae_pt`).
+Every path may be local or on a bucket (gs://, s3://: any etils `epath` scheme).
 Position embeddings are resampled (bicubic) when the model's grid differs from the checkpoint's.
 An MAE *pre-training* checkpoint (decoder keys) loads its encoder into a fine-tuning model: the
 decoder keys (and `norm` when the model pools with `fc_norm` instead) are reported as `ignored`,
@@ -24,6 +25,7 @@ the fresh `fc_norm` as `initialized`, as the official MAE fine-tuning does.
 from __future__ import annotations
 
 import collections
+import io
 import os
 import pickle
 import re
@@ -33,6 +35,7 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
+from etils import epath
 from flax import nnx
 
 from tome_jax.models.vit import VisionTransformer
@@ -46,24 +49,30 @@ class CheckpointMismatchError(ValueError):
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Read a checkpoint file into a flat {name: numpy array} dict (any supported layout)."""
+    """Read a checkpoint file into a flat {name: numpy array} dict (any supported layout).
+
+    `path` is local or a bucket URL (gs://, s3://: any etils `epath` scheme); a bucket file is read
+    into memory once.
+    """
     path = os.fspath(path)
-    if os.path.isdir(path):
+    if epath.Path(path).is_dir():
         return read_workdir(path)
-    if not os.path.exists(path):
+    if not epath.Path(path).exists():
         raise FileNotFoundError(
             f"weights file {path!r} does not exist; download the checkpoint (timm/HF hub .safetensors, "
             "big_vision .npz, torchvision .pth) and pass its path.")
+    local = "://" not in path
+    source = path if local else io.BytesIO(epath.Path(path).read_bytes())  # what np.load / zipfile take
     if path.endswith(".safetensors"):
-        from safetensors.numpy import load_file
+        from safetensors.numpy import load, load_file
 
-        return load_file(path)
+        return load_file(path) if local else load(source.getvalue())
     if path.endswith(".npz"):
-        with np.load(path, allow_pickle=False) as data:
+        with np.load(source, allow_pickle=False) as data:
             return {k: data[k] for k in data.files}
     if path.endswith((".pth", ".pt", ".bin")):
-        if zipfile.is_zipfile(path):  # torch >= 1.6 format: read safely, no torch needed
-            return _flat_arrays(_unwrap(read_torch_zip(path)), path)
+        if zipfile.is_zipfile(source):  # torch >= 1.6 format: read safely, no torch needed
+            return _flat_arrays(_unwrap(read_torch_zip(source, path)), path)
         try:  # the legacy (pre-1.6) pickle format needs torch's own reader
             import argparse
 
@@ -77,7 +86,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
                 "v.contiguous() for k, v in sd.items()}, 'out.safetensors')\", then load the .safetensors "
                 "file.") from None
         with torch.serialization.safe_globals([argparse.Namespace]):  # MAE's `args`; still weights_only
-            state = torch.load(path, map_location="cpu", weights_only=True)
+            state = torch.load(source, map_location="cpu", weights_only=True)
         state = _unwrap(state)
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
     raise ValueError(f"unsupported weights format {path!r}; use .safetensors, .npz, .pth/.pt/.bin.")
@@ -136,16 +145,17 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_) -> np.nd
     return np.array(view)
 
 
-def read_torch_zip(path: str) -> object:
+def read_torch_zip(file, name: str | None = None) -> object:
     """A `torch.save` zip file's object (tensors as numpy arrays, namespaces as `_Namespace`), without
-    torch and without running pickled code."""
-    with zipfile.ZipFile(path) as archive:
+    torch and without running pickled code. file: a path or a binary file object; name: for errors."""
+    name = name or os.fspath(file)
+    with zipfile.ZipFile(file) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if not pickles:
-            raise ValueError(f"{path!r} is a zip file but not a torch checkpoint (no data.pkl).")
+            raise ValueError(f"{name!r} is a zip file but not a torch checkpoint (no data.pkl).")
         prefix = pickles[0][: -len("data.pkl")]
-        with archive.open(pickles[0]) as file:
-            return _TorchUnpickler(file, archive, prefix, path).load()
+        with archive.open(pickles[0]) as pickled:
+            return _TorchUnpickler(pickled, archive, prefix, name).load()
 
 
 def _flat_arrays(state: Mapping, source: str) -> dict[str, np.ndarray]:
@@ -166,9 +176,9 @@ def read_workdir(workdir: str | os.PathLike) -> dict[str, np.ndarray]:
     import orbax.checkpoint as ocp
 
     workdir = os.fspath(workdir)
-    directory = os.path.abspath(os.path.join(workdir, "checkpoints"))
+    directory = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / "checkpoints"
     manager = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()}) \
-        if os.path.isdir(directory) else None
+        if directory.is_dir() else None
     step = manager.latest_step() if manager is not None else None
     if step is None:
         raise FileNotFoundError(
@@ -232,9 +242,9 @@ def checkpoint_gelu(path) -> str | None:
     """"tanh" when `path` is a checkpoint of today's big_vision (read from its .npz key names only),
     else None: what `create_model(gelu=...)` needs before the weights are restored (resume, eval)."""
     path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
-    if not (path.endswith(".npz") and os.path.isfile(path)):
+    if not (path.endswith(".npz") and epath.Path(path).is_file()):
         return None
-    with np.load(path, allow_pickle=False) as data:
+    with epath.Path(path).open("rb") as file, np.load(file, allow_pickle=False) as data:  # reads the index only
         return "tanh" if big_vision_layout(data.files) == "big_vision" else None
 
 
