@@ -61,10 +61,26 @@ def test_crop_resize_repeats_the_border_outside_the_image(box, size):
     y0, x0, y1, x1 = (v + pad for v in box)
     pil = Image.fromarray(canvas, "F").resize((size, size), Image.Resampling.BILINEAR, box=(x0, y0, x1, y1))
     np.testing.assert_allclose(ours, np.asarray(pil), atol=1e-5)
-    inside = np.asarray([[2.5, 3.25, 17.5, 21.0]])  # in the same batch, still PIL's edge handling
-    both = transforms.crop_resize(np.concatenate([image, image]), np.concatenate([[box], inside]), size)
-    np.testing.assert_array_equal(both[0], ours[..., None])
-    np.testing.assert_allclose(both[1], transforms.crop_resize(image, inside, size)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [8, 16])
+def test_each_crop_is_pil_on_its_own_canvas_whatever_else_is_in_the_batch(size):
+    """Boxes inside the image: PIL on the image; boxes past its edge (on either axis, or one side only):
+    PIL on a canvas repeating the border. Batched together (the inside box downsamples most, so the
+    batch's padding grows) or alone, each crop is the same."""
+    image = np.random.default_rng(2).random((1, 20, 30, 1)).astype(np.float32)
+    boxes = np.asarray([[0.0, 0.0, 20.0, 30.0], [2.5, 3.25, 17.5, 21.0], [-3.0, -1.5, 17.0, 24.0],
+                        [1.0, 4.0, 19.0, 33.5], [0.0, -2.0, 20.0, 22.0]])
+    edge_canvas = Image.fromarray(np.pad(image[0, ..., 0], 40, mode="edge"), "F")
+    plain = Image.fromarray(image[0, ..., 0], "F")
+    batch = transforms.crop_resize(np.repeat(image, len(boxes), 0), boxes, size)[..., 0]
+    for k, (y0, x0, y1, x1) in enumerate(boxes):
+        inside = y0 >= 0 and x0 >= 0 and y1 <= 20 and x1 <= 30
+        canvas, shift = (plain, 0) if inside else (edge_canvas, 40)
+        pil = canvas.resize((size, size), Image.Resampling.BILINEAR, box=(x0 + shift, y0 + shift, x1 + shift, y1 + shift))
+        np.testing.assert_allclose(batch[k], np.asarray(pil), atol=1e-5, err_msg=f"box {k}")
+        alone = transforms.crop_resize(image, boxes[k:k + 1], size)[0, ..., 0]
+        np.testing.assert_allclose(batch[k], alone, atol=1e-6, err_msg=f"box {k}")
 
 
 def test_center_crop_boxes_are_square_centered_fraction_of_short_side():

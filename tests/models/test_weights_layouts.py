@@ -4,6 +4,7 @@ clear errors for unknown layouts. Every checkpoint is written here with numpy.""
 
 import argparse
 import collections
+import importlib.util
 import io
 import os
 import pickle
@@ -258,3 +259,7 @@ def test_weights_on_a_bucket_load_like_local_files(tmp_path):
         read_state_dict("memtest://weights/vit/nope.npz")
     with pytest.raises(FileNotFoundError, match="not a training workdir"):
         read_state_dict("memtest://weights/vit")  # a folder without checkpoints/
+    (bucket / "legacy.pth").write_bytes(pickle.dumps({"model": {}}, protocol=2))  # not a zip: torch's reader
+    if importlib.util.find_spec("torch") is None:
+        with pytest.raises(ImportError, match="legacy PyTorch pickle and torch is not installed"):
+            read_state_dict("memtest://weights/vit/legacy.pth")

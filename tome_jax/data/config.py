@@ -59,7 +59,8 @@ class DataConfig:
 
     # Train augmentation: random-resized crop (area fraction, aspect ratio range), then flip. A
     # fraction above 1 zooms out: the image shrinks to a random place in a canvas that repeats its
-    # border pixels. In-memory images only (digits, where it adds shifts to the crop's zoom).
+    # border pixels. In-memory images (digits, where it adds shifts to the zoom) and clips; refused
+    # for image files.
     crop_scale: tuple[float, float] = (0.7, 1.0)
     crop_ratio: tuple[float, float] = (0.8, 1.25)
     hflip: bool = False  # Off for digits (a mirrored 2 is not a 2); on for natural images.

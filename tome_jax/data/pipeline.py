@@ -138,7 +138,8 @@ def _padded_ids(start: int, stop: int, batch_size: int, step: int) -> np.ndarray
 
 
 def _check_source(source: sources_lib.Source, cfg: DataConfig) -> None:
-    """In-memory examples must fit cfg.kind and the channel count len(cfg.mean)."""
+    """In-memory examples must fit cfg.kind and the channel count len(cfg.mean); zoom-out crops
+    (crop_scale above 1) need examples in memory, not image files."""
     images = getattr(source, "images", None)
     if not isinstance(images, np.ndarray):
         if cfg.crop_scale[1] > 1 and not hasattr(source, "make_batch"):  # clips crop in memory

@@ -50,9 +50,9 @@ def random_resized_crop_boxes(
 
     Area fraction ~ U(scale), log aspect ratio (w / h) ~ U(log ratio), position uniform. Unlike timm's
     10-try rejection loop, a side longer than the image is clipped to it (vectorized, always valid).
-    An area fraction above 1 zooms out: the box is larger than the image, which lands at a uniform
-    position inside it (`crop_resize` repeats the border pixels outside the image); sides are then
-    clipped at sqrt(fraction) x the image's.
+    An area fraction above 1 zooms out: the box's area exceeds the image's, and along each axis where
+    the box is longer, the image lands at a uniform position inside it (`crop_resize` repeats the
+    border pixels outside the image); sides are then clipped at sqrt(fraction) x the image's.
     """
     height, width = np.asarray(height, np.float64), np.asarray(width, np.float64)
     fraction = scale[0] + u[:, 0] * (scale[1] - scale[0])
@@ -79,27 +79,29 @@ def center_crop_boxes(height: np.ndarray, width: np.ndarray, crop_pct: float) ->
     return np.stack([y0, x0, y0 + side, x0 + side], axis=-1)
 
 
-def resize_weights(start: np.ndarray, stop: np.ndarray, in_size: int, out_size: int) -> np.ndarray:
+def resize_weights(
+    start: np.ndarray, stop: np.ndarray, in_size: int, out_size: int, edge: np.ndarray | None = None
+) -> np.ndarray:
     """Triangle-filter resampling matrices, PIL "bilinear" semantics. start, stop: [b] -> [b, out, in].
 
     The filter widens by the scale factor when downsampling (antialiasing). Row s holds the weights of
-    the input pixels for output pixel s. Within the image, rows are renormalized so edges behave like
-    clamping (PIL). A box reaching past the image (a zoom-out crop) sees the image's border pixels
-    repeated outside it (np.pad mode "edge"): for digits, whose strokes touch the border, that measured
-    ~0.6 points better than zeros (benchmarks/RESULTS.md section 11). Decided per box, so a crop never
+    the input pixels for output pixel s. Rows are normally renormalized where the filter is cut at the
+    image's edges, like clamping (PIL). Where `edge` (bool [b]; default: the box reaches past the image
+    on this axis), the image's border pixels repeat outside it (PIL on an np.pad(mode="edge") canvas):
+    for digits, whose strokes touch the border, that measured ~0.6 points better than zeros as the
+    canvas of zoom-out crops (benchmarks/RESULTS.md section 11). Decided per box, so a crop never
     depends on the other boxes of its batch.
     """
     scale = (stop - start) / out_size  # Input pixels per output pixel, [b].
     support = np.maximum(scale, 1.0)
     centers = start[:, None] + (np.arange(out_size) + 0.5) * scale[:, None]  # [b, out]
-    pad = int(np.ceil(max(0.0, -start.min(), (stop - in_size).max()) + support.max()))
-    pad = pad if (start < 0).any() or (stop > in_size).any() else 0
+    edge = (start < 0) | (stop > in_size) if edge is None else np.asarray(edge, bool)
+    pad = int(np.ceil(max(0.0, -start.min(), (stop - in_size).max()) + support.max())) if edge.any() else 0
     grid = np.arange(-pad, in_size + pad) + 0.5  # Input pixel centers, `pad` virtual ones each side.
     dist = np.abs(grid[None, None, :] - centers[..., None])  # [b, out, in + 2 pad]
     w = np.maximum(0.0, 1.0 - dist / support[:, None, None])
-    inside = (start >= 0) & (stop <= in_size)
-    w[inside, :, :pad] = 0.0  # PIL: the filter window is cut at the image's edges...
-    w[inside, :, pad + in_size:] = 0.0
+    w[~edge, :, :pad] = 0.0  # PIL: the filter window is cut at the image's edges...
+    w[~edge, :, pad + in_size:] = 0.0
     w /= np.maximum(w.sum(-1, keepdims=True), 1e-12)  # ...and renormalized.
     image = w[..., pad:pad + in_size].copy()
     image[..., 0] += w[..., :pad].sum(-1)  # Virtual pixels repeat the border pixel.
@@ -110,11 +112,13 @@ def resize_weights(start: np.ndarray, stop: np.ndarray, in_size: int, out_size: 
 def crop_resize(images: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
     """Crop each box and resize it to size x size. images: [b, H, W, C], boxes: [b, 4] -> float32 [b, S, S, C].
 
-    A box may reach past the image (zoom-out crops): outside, the border pixels repeat (resize_weights).
+    A box may reach past the image (zoom-out crops): it then sees the image on a canvas that repeats
+    its border pixels, along both axes (resize_weights).
     """
     b, height, width, channels = images.shape
-    wy = resize_weights(boxes[:, 0], boxes[:, 2], height, size)  # [b, S, H]
-    wx = resize_weights(boxes[:, 1], boxes[:, 3], width, size)  # [b, S, W]
+    edge = (boxes[:, :2] < 0).any(-1) | (boxes[:, 2] > height) | (boxes[:, 3] > width)  # [b]
+    wy = resize_weights(boxes[:, 0], boxes[:, 2], height, size, edge)  # [b, S, H]
+    wx = resize_weights(boxes[:, 1], boxes[:, 3], width, size, edge)  # [b, S, W]
     rows = np.matmul(wy, images.astype(np.float32, copy=False).reshape(b, height, width * channels))
     return np.matmul(wx[:, None], rows.reshape(b, size, width, channels))  # [b, 1, S, W] @ [b, S, W, C]
 

@@ -55,14 +55,17 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     into memory once.
     """
     path = os.fspath(path)
-    if epath.Path(path).is_dir():
+    file = epath.Path(path)
+    if file.is_dir():
         return read_workdir(path)
-    if not epath.Path(path).exists():
+    if not file.exists():
         raise FileNotFoundError(
             f"weights file {path!r} does not exist; download the checkpoint (timm/HF hub .safetensors, "
             "big_vision .npz, torchvision .pth) and pass its path.")
-    local = "://" not in path
-    source = path if local else io.BytesIO(epath.Path(path).read_bytes())  # what np.load / zipfile take
+    if not path.endswith((".safetensors", ".npz", ".pth", ".pt", ".bin")):
+        raise ValueError(f"unsupported weights format {path!r}; use .safetensors, .npz, .pth/.pt/.bin.")
+    local = "://" not in os.fspath(file)  # epath also maps local /gs/... paths to gs://
+    source = path if local else io.BytesIO(file.read_bytes())  # what np.load / zipfile / torch.load take
     if path.endswith(".safetensors"):
         from safetensors.numpy import load, load_file
 
@@ -73,6 +76,8 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     if path.endswith((".pth", ".pt", ".bin")):
         if zipfile.is_zipfile(source):  # torch >= 1.6 format: read safely, no torch needed
             return _flat_arrays(_unwrap(read_torch_zip(source, path)), path)
+        if not local:
+            source.seek(0)  # is_zipfile read the buffer to its end
         try:  # the legacy (pre-1.6) pickle format needs torch's own reader
             import argparse
 
@@ -89,7 +94,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             state = torch.load(source, map_location="cpu", weights_only=True)
         state = _unwrap(state)
         return {k: v.float().numpy() if v.is_floating_point() else v.numpy() for k, v in state.items()}
-    raise ValueError(f"unsupported weights format {path!r}; use .safetensors, .npz, .pth/.pt/.bin.")
 
 
 # torch storage classes -> numpy dtypes (bfloat16 via ml_dtypes, a JAX dependency).
@@ -148,7 +152,7 @@ def _rebuild_tensor(storage: np.ndarray, offset: int, size, stride, *_) -> np.nd
 def read_torch_zip(file, name: str | None = None) -> object:
     """A `torch.save` zip file's object (tensors as numpy arrays, namespaces as `_Namespace`), without
     torch and without running pickled code. file: a path or a binary file object; name: for errors."""
-    name = name or os.fspath(file)
+    name = name or (os.fspath(file) if isinstance(file, (str, os.PathLike)) else getattr(file, "name", "<buffer>"))
     with zipfile.ZipFile(file) as archive:
         pickles = [n for n in archive.namelist() if n.endswith("data.pkl")]
         if not pickles:
