@@ -6,7 +6,7 @@ import pytest
 from flax import nnx
 
 import tome_jax
-from tome_jax.models.audio import load_audiomae
+from tome_jax.models.audio import AudioTransformer
 from tome_jax.models.weights import CheckpointMismatchError
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2, mlp_ratio=2.0)
@@ -69,11 +69,12 @@ def _tiny_audio(**kw):
     return tome_jax.create_model("vit_tiny_patch16_audio", img_size=(64, 32), num_classes=5, **TINY, **kw)
 
 
-def test_load_audiomae_finetuned_checkpoint_uses_every_key():
+def test_load_timm_takes_an_audiomae_finetuned_checkpoint_key_for_key():
     model = _tiny_audio()
+    assert isinstance(model, AudioTransformer)
     sd = _random(_official_keys(2, 32, 64, (4, 2), 5, pretrained=False))
-    report = load_audiomae(model, {"model": sd})  # official checkpoints wrap the state dict in "model"
-    assert report["loaded"] == sorted(sd) and report["dropped"] == [] and report["initialized"] == []
+    report = tome_jax.load_timm(model, {"model": {f"module.{k}": v for k, v in sd.items()}})  # DDP, wrapped
+    assert report["missing"] == report["unused"] == report["initialized"] == [] and not report.get("dropped")
     flat = dict(nnx.to_flat_state(nnx.state(model, nnx.Param)))
     np.testing.assert_array_equal(flat[("blocks", 1, "attn", "qkv", "kernel")][...], sd["blocks.1.attn.qkv.weight"].T)
     np.testing.assert_array_equal(flat[("patch_embed", "proj", "kernel")][...],
@@ -86,29 +87,30 @@ def test_load_audiomae_finetuned_checkpoint_uses_every_key():
     assert sorted(back) == sorted(sd) and all(np.array_equal(back[k], sd[k]) for k in sd)
 
 
-def test_load_audiomae_pretrained_checkpoint_drops_the_decoder_and_keeps_fc_norm_and_head_at_init():
+def test_an_audiomae_pretrained_checkpoint_drops_the_decoder_and_keeps_fc_norm_and_head_at_init():
     model = _tiny_audio()
     init = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     sd = _random(_official_keys(2, 32, 64, (4, 2), 5, pretrained=True), seed=1)
-    report = load_audiomae(model, sd)
-    assert sorted(report["loaded"] + report["dropped"]) == sorted(sd)  # every key accounted for
+    report = tome_jax.load_timm(model, sd)
     assert {k.split(".")[0] for k in report["dropped"]} == {
         "norm", "mask_token", "decoder_embed", "decoder_pos_embed", "decoder_norm", "decoder_pred", "decoder_blocks"}
-    assert report["initialized"] == ["fc_norm", "head"]
+    assert report["initialized"] == ["fc_norm", "head"] and report["missing"] == report["unused"] == []
     flat = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     np.testing.assert_array_equal(flat[("head", "kernel")], init[("head", "kernel")])
+    np.testing.assert_array_equal(flat[("fc_norm", "scale")], init[("fc_norm", "scale")])
     np.testing.assert_array_equal(flat[("pos_embed",)], sd["pos_embed"])
+    np.testing.assert_array_equal(flat[("blocks", 0, "mlp", "fc1", "kernel")], sd["blocks.0.mlp.fc1.weight"].T)
 
 
-def test_load_audiomae_resamples_time_and_rejects_unknown_keys():
+def test_an_audiomae_checkpoint_is_resampled_along_time_and_unknown_keys_are_refused():
     model = tome_jax.create_model("vit_tiny_patch16_audio", img_size=(32, 32), num_classes=5, **TINY)
     sd = _random(_official_keys(2, 32, 64, (4, 2), 5, pretrained=False))  # 64 frames -> 32
-    assert load_audiomae(model, sd)["resampled"] == ["pos_embed"]
+    assert tome_jax.load_timm(model, sd)["resampled"] == ["pos_embed"]
     assert model.pos_embed[...].shape == (1, 5, 32)
     sd["blocks.0.attn.relative_position_bias_table"] = np.zeros((3, 2), np.float32)
     with pytest.raises(CheckpointMismatchError, match="unused keys.*relative_position_bias_table"):
-        load_audiomae(_tiny_audio(), sd | {"pos_embed": np.zeros((1, 9, 32), np.float32)})
+        tome_jax.load_timm(_tiny_audio(), sd | {"pos_embed": np.zeros((1, 9, 32), np.float32)})
     wrong_head = _random(_official_keys(2, 32, 64, (4, 2), 7, pretrained=False))
     with pytest.raises(CheckpointMismatchError, match="head.weight"):
-        load_audiomae(_tiny_audio(), wrong_head)
-    assert load_audiomae(_tiny_audio(), wrong_head, skip=("head",))["initialized"] == ["head"]
+        tome_jax.load_timm(_tiny_audio(), wrong_head)
+    assert tome_jax.load_timm(_tiny_audio(), wrong_head, skip=("head",))["missing"] == []

@@ -183,7 +183,7 @@ class VideoTransformer(Encoder):
         `mask_token`) is dropped and reported; position embeddings are resampled to this model's grid
         (spatial bicubic, temporal linear). Returns (state dict, {"dropped": [...], "resampled": [...]}).
         """
-        from tome_jax.models.weights import CheckpointMismatchError, resample_pos_embed
+        from tome_jax.models.weights import MAE_DECODER_KEYS, CheckpointMismatchError, resample_pos_embed
 
         sd = dict(state_dict)
         if "pos_embed" in sd and "pos_embed_spatial" not in sd:
@@ -196,7 +196,7 @@ class VideoTransformer(Encoder):
                 f"the checkpoint {has} class token but the model was built with class_token="
                 f"{self.cls_token is not None}; official MAE-ST checkpoints (cls_embed=True) load into the "
                 "'.mae_st' tag, e.g. create_model('video_vit_large_patch16.mae_st'), or pass class_token=...")
-        dropped = sorted(k for k in sd if k.startswith(("decoder_", "mask_token")))
+        dropped = sorted(k for k in sd if k.startswith(MAE_DECODER_KEYS))
         for k in dropped:
             del sd[k]
         for name in [k for k in sd if k.endswith(".attn.q.weight")]:

@@ -347,7 +347,7 @@ def _from_torchvision(sd: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 def to_timm_state_dict(sd: Mapping) -> dict[str, np.ndarray]:
     """Any supported checkpoint dict -> timm names and torch layouts."""
     sd = _unwrap(sd)
-    sd = {k: np.asarray(v) for k, v in sd.items()}
+    sd = {k.removeprefix("module."): np.asarray(v) for k, v in sd.items()}  # "module.": saved under DDP
     if big_vision_layout(sd):
         return _from_big_vision(sd)
     if "conv_proj.weight" in sd or any(k.startswith("encoder.layers.") for k in sd):
@@ -447,11 +447,12 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     layout = big_vision_layout(_unwrap(state_dict))
     state_dict = to_timm_state_dict(state_dict)
     adapted = {}
-    if hasattr(model, "adapt_state_dict"):  # a family's own checkpoint names (e.g. video.py: MAE-ST)
+    if hasattr(model, "adapt_state_dict"):  # a family's own names and rules (video.py: MAE-ST, audio.py: AudioMAE)
         state_dict, adapted = model.adapt_state_dict(state_dict)
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
     ignored, initialized = _mae_pretraining_rule(state_dict, {_timm_name(path) for path in flat})
+    initialized += adapted.get("initialized", [])
     state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
     skip = tuple(skip) + tuple(initialized)
     missing, mismatched, resampled, updates = [], [], [], {}

@@ -7,7 +7,6 @@ tqdm progress, JSON-lines + TensorBoard metrics, periodic eval and a final summa
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import time
@@ -71,14 +70,12 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     model = tome_jax.create_model(config.model_name, dtype=_DTYPES[dtype],
                                   rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
     if load_weights and config.init.weights:
-        # init.loader: a dotted name of a loader(model, path, skip=...) for checkpoints that are not
-        # timm-shaped, e.g. "tome_jax.models.audio.load_audiomae" (AudioMAE pre-trained: drops the decoder).
-        module, _, name = config.init.get("loader", "tome_jax.models.weights.load_timm").rpartition(".")
-        report = getattr(importlib.import_module(module), name)(model, config.init.weights,
-                                                                  skip=tuple(config.init.skip))
-        if jax.process_index() == 0 and (report.get("ignored") or report.get("initialized")):
-            print(f"init.weights {config.init.weights}: ignored {len(report.get('ignored', []))} checkpoint keys "
-                  f"(MAE decoder / final norm), fresh {report.get('initialized')}")
+        # Any supported layout; a family's own checkpoints (MAE-ST, AudioMAE) adapt through its model.
+        report = tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
+        dropped = report["ignored"] + report.get("dropped", [])
+        if jax.process_index() == 0 and (dropped or report["initialized"]):
+            print(f"init.weights {config.init.weights}: dropped {len(dropped)} checkpoint keys "
+                  f"(MAE decoder / final norm), fresh {report['initialized']}")
     return model
 
 
