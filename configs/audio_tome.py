@@ -28,8 +28,8 @@ def get_config(arg=None):
     config.model_name = "vit_base_patch16_audio"
     config.model = ml_collections.ConfigDict(dict(
         num_classes=527, img_size=(1024, 128), drop_path_rate=0.1, dtype="bfloat16"))
-    # AudioMAE's pre-trained checkpoint (converted to .safetensors): the audio model drops its decoder
-    # and final norm and keeps fc_norm / head at their init (AudioTransformer.adapt_state_dict).
+    # AudioMAE's pre-trained checkpoint: load_timm ignores its decoder and final norm and keeps
+    # fc_norm (and, by skip, head) at their init, as for image MAE checkpoints.
     config.init = ml_collections.ConfigDict(dict(weights="", skip=("head",)))
 
     config.task = "multilabel"  # sigmoid cross-entropy, mAP

@@ -87,14 +87,16 @@ def test_load_timm_takes_an_audiomae_finetuned_checkpoint_key_for_key():
     assert sorted(back) == sorted(sd) and all(np.array_equal(back[k], sd[k]) for k in sd)
 
 
-def test_an_audiomae_pretrained_checkpoint_drops_the_decoder_and_keeps_fc_norm_and_head_at_init():
+def test_an_audiomae_pretrained_checkpoint_ignores_the_decoder_and_starts_fc_norm_fresh_like_image_mae():
     model = _tiny_audio()
     init = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     sd = _random(_official_keys(2, 32, 64, (4, 2), 5, pretrained=True), seed=1)
-    report = tome_jax.load_timm(model, sd)
-    assert {k.split(".")[0] for k in report["dropped"]} == {
+    with pytest.raises(CheckpointMismatchError, match=r"missing keys \['head.bias', 'head.weight'\]"):
+        tome_jax.load_timm(_tiny_audio(), sd)  # no head in a pre-trained checkpoint: ask for a fresh one
+    report = tome_jax.load_timm(model, sd, skip=("head",))
+    assert {k.split(".")[0] for k in report["ignored"]} == {
         "norm", "mask_token", "decoder_embed", "decoder_pos_embed", "decoder_norm", "decoder_pred", "decoder_blocks"}
-    assert report["initialized"] == ["fc_norm", "head"] and report["missing"] == report["unused"] == []
+    assert report["initialized"] == ["fc_norm.bias", "fc_norm.weight"] and report["missing"] == report["unused"] == []
     flat = {k: np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     np.testing.assert_array_equal(flat[("head", "kernel")], init[("head", "kernel")])
     np.testing.assert_array_equal(flat[("fc_norm", "scale")], init[("fc_norm", "scale")])

@@ -21,6 +21,7 @@ from tests.train.test_loop import ROOT, TINY, final_params, run_train, tiny_conf
 from tome_jax.train import metrics as metrics_lib
 from tome_jax.train import resume, train_and_evaluate
 from tome_jax.train import workdir as workdir_lib
+from tome_jax.train.loop import build_model
 from tome_jax.train.checkpoint import HostCountError, NonFiniteStateError, UnreadableCheckpointsError
 
 
@@ -123,6 +124,20 @@ def test_restart_with_a_breaking_config_change_is_refused_with_a_diff(finished_r
     with pytest.raises(workdir_lib.ConfigChangeError, match=r"(?s)batch_size: 16 -> 32.*seed: 0 -> 1"):
         train_and_evaluate(tiny_config(batch_size=32, seed=1), str(run))
     assert (run / "config.json").read_bytes() == config
+
+
+def test_a_saved_init_loader_does_not_block_a_resume_but_a_recipe_that_sets_it_is_refused():
+    """init.loader (a dotted loader name) was removed: configs saved with it still resume."""
+    saved = {"init": {"weights": "", "skip": ["head"], "loader": "tome_jax.models.audio.load_audiomae"}, "seed": 0}
+    now = {"init": {"weights": "", "skip": ["head"]}, "seed": 0}
+    diff = workdir_lib.config_diff(saved, now)
+    assert diff == [("init.loader", "tome_jax.models.audio.load_audiomae", "<missing>")]
+    assert workdir_lib.breaking_changes(diff) == []
+    assert workdir_lib.breaking_changes(workdir_lib.config_diff(saved, {**now, "seed": 1})) == [("seed", 0, 1)]
+    config = tiny_config()
+    config.init.loader = "my_project.load"
+    with pytest.raises(ValueError, match="init.loader='my_project.load' is no longer read.*Delete init.loader"):
+        build_model(config)
 
 
 def test_allowed_config_change_keeps_the_old_config_file(finished_run, tmp_path):

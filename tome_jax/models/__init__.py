@@ -5,8 +5,8 @@ from tome_jax.models.registry import create_model, list_models, register_model
 from tome_jax.models.vit import PatchEmbed, VisionTransformer
 from tome_jax.models.mae import MaskedAutoencoder
 from tome_jax.models.video import VideoTransformer
-from tome_jax.models import audio as _audio  # noqa: F401,E402  (registers vit_*_patch16_audio)
+from tome_jax.models.audio import AudioTransformer  # registers vit_*_patch16_audio
 
-__all__ = ["Attention", "Block", "Encoder", "EncoderOutput", "MaskedAutoencoder", "Mlp", "PatchEmbed",
+__all__ = ["Attention", "AudioTransformer", "Block", "Encoder", "EncoderOutput", "MaskedAutoencoder", "Mlp", "PatchEmbed",
            "VideoTransformer", "VisionTransformer",
            "create_model", "list_models", "register_model"]

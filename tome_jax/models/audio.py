@@ -4,16 +4,17 @@ The model is the image `VisionTransformer` (tome_jax/models/vit.py) on a one-cha
 out as AudioMAE lays it out: time x frequency = 1024 x 128 log-mel frames x bins ([B, 1024, 128, 1],
 NHWC), 16 x 16 patches -> a 64 x 8 grid = 512 tokens, time-major, plus the class token; average
 pooling over the patch tokens (size-weighted under ToMe) -> fc_norm -> head (527 AudioSet classes,
-multi-label). The only new code is the registrations and the checkpoint rules (`AudioTransformer`).
+multi-label). The only new code is the registrations and `AudioTransformer`'s resampling along time.
 
 AudioMAE checkpoints (github.com/facebookresearch/AudioMAE, models_vit.py / models_mae.py) use
-timm's names, so `load_timm` loads them; the family's `AudioTransformer.adapt_state_dict` says what
-to drop or initialize first:
+timm's names, so `load_timm` loads them as it loads image MAE checkpoints:
 - fine-tuned (`models_vit.VisionTransformer`, global_pool): cls_token, pos_embed,
   patch_embed.proj.*, blocks.*, fc_norm.*, head.* -> all loaded;
 - pre-trained (`models_mae.MaskedAutoencoderViT`): the encoder's cls_token, pos_embed,
   patch_embed.proj.*, blocks.* are loaded; norm.* (the encoder's final norm, which AudioMAE's
-  fine-tuning deletes), mask_token and decoder_* are dropped; fc_norm and head keep their init.
+  fine-tuning deletes), mask_token and decoder_* are ignored; fc_norm keeps its init, and so does
+  head when `skip=("head",)` asks (a pre-trained checkpoint has none).
+`AudioTransformer` only adds resampling a pos_embed along time, for another clip length.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import numpy as np
 
 from tome_jax.models.registry import register_model
 from tome_jax.models.vit import VisionTransformer
-from tome_jax.models.weights import MAE_DECODER_KEYS, CheckpointMismatchError
+from tome_jax.models.weights import CheckpointMismatchError
 
 AUDIOSET_CLASSES = 527
 # The front end the weights expect (tome_jax.data.audio computes it): Kaldi fbank, 16 kHz, 25 ms
@@ -66,31 +67,19 @@ def resample_pos_embed_time(pos_embed: np.ndarray, grid: tuple[int, int], num_pr
 
 
 class AudioTransformer(VisionTransformer):
-    """The image ViT on spectrograms; only its checkpoint rules differ (`adapt_state_dict`)."""
+    """The image ViT on spectrograms; only its position-embedding resampling differs (along time)."""
 
     def adapt_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
-        """AudioMAE names (fine-tuned or pre-trained) -> this model's, called by `load_timm`.
-
-        The rules of the module docstring: decoder keys dropped; a pre-trained checkpoint (no
-        fc_norm) also drops its final norm and leaves fc_norm and head at their init; a pos_embed
-        for another clip length is resampled along time.
-        Returns (state dict, {"dropped": [...], "initialized": [...], "resampled": [...]}).
-        """
-        sd = dict(state_dict)
-        dropped = sorted(k for k in sd if k.startswith(MAE_DECODER_KEYS))
-        initialized = []
-        if "fc_norm.weight" not in sd and self.fc_norm is not None:  # MAE encoder: its norm has no place
-            dropped += sorted(k for k in sd if k.startswith("norm."))
-            initialized = ["fc_norm", "head"]
-        for k in dropped:
-            del sd[k]
-        resampled = []
+        """Called by `load_timm`: a pos_embed for another clip length is resampled along time (the
+        image rule assumes a square grid). AudioMAE's decoder and final norm are the generic MAE
+        pre-training rule of `load_timm`. Returns (state dict, {"resampled": [...]})."""
+        sd, resampled = dict(state_dict), []
         expected = (1, self.num_patches + self.num_prefix_tokens, self.embed_dim)
         if "pos_embed" in sd and np.shape(sd["pos_embed"]) != expected and np.ndim(sd["pos_embed"]) == 3:
             sd["pos_embed"] = resample_pos_embed_time(np.asarray(sd["pos_embed"]), self.grid_size,
                                                       self.num_prefix_tokens)
             resampled.append("pos_embed")
-        return sd, {"dropped": sorted(dropped), "initialized": initialized, "resampled": resampled}
+        return sd, {"resampled": resampled}
 
 
 def _register_audio_vits() -> None:

@@ -15,7 +15,8 @@ maps timm names onto the model's parameters:
 - torchvision ViT state dicts ("encoder.layers.encoder_layer_0...", e.g. SWAG ViT-L/16@512, H/14@518).
 - a training workdir of this project (its latest checkpoint's parameters), e.g. an MAE pre-training
   run whose encoder starts a fine-tuning run (`init.weights=runs/mae_pt`).
-Every path may be local or on a bucket (gs://, s3://: any etils `epath` scheme).
+Every path may be local or on a bucket (gs://, s3://: any etils `epath` scheme); a "module." prefix
+(a model saved under DistributedDataParallel) is removed from every key.
 Position embeddings are resampled (bicubic) when the model's grid differs from the checkpoint's.
 An MAE *pre-training* checkpoint (decoder keys) loads its encoder into a fine-tuning model: the
 decoder keys (and `norm` when the model pools with `fc_norm` instead) are reported as `ignored`,
@@ -441,7 +442,9 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     {"missing": [...], "unused": [...], "resampled": [...], "ignored": [...], "initialized": [...]}
     (+ "gelu": "tanh" when set); a checkpoint of today's big_vision also sets `model.gelu = "tanh"` (its GELU).
     `ignored` / `initialized` are the checkpoint keys deliberately not loaded and the model keys
-    deliberately left at their init (MAE pre-training checkpoint into a fine-tuning model).
+    deliberately left at their init (MAE pre-training checkpoint into a fine-tuning model). A family
+    with its own checkpoint names adapts them first (`model.adapt_state_dict`: video's MAE-ST
+    names, audio's resampling along time), adding "dropped" keys and "resampled" entries.
     """
     state_dict = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
     layout = big_vision_layout(_unwrap(state_dict))
@@ -452,7 +455,6 @@ def load_timm(model: VisionTransformer, source, *, strict: bool = True, skip: tu
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
     ignored, initialized = _mae_pretraining_rule(state_dict, {_timm_name(path) for path in flat})
-    initialized += adapted.get("initialized", [])
     state_dict = {k: v for k, v in state_dict.items() if k not in ignored}
     skip = tuple(skip) + tuple(initialized)
     missing, mismatched, resampled, updates = [], [], [], {}

@@ -24,7 +24,8 @@ from etils import epath
 # inside these are exempt: where the data lives and how many threads read it do not change the run.
 BREAKING_FIELDS = ("seed", "batch_size", "model_name", "model", "task", "tome", "data", "init", "total_steps",
                    "total_epochs", "warmup_steps", "warmup_epochs", "optimizer", "mixup", "label_smoothing")
-EXEMPT_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch_batches")
+# init.loader: removed (every family loads through load_timm); runs that saved it still resume.
+EXEMPT_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch_batches", "init.loader")
 
 # orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" (and items inside into "*.orbax-checkpoint-tmp*")
 # and renames it when complete; a run killed mid-save (or a full disk) leaves such folders behind.
