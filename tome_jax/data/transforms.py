@@ -80,22 +80,22 @@ def center_crop_boxes(height: np.ndarray, width: np.ndarray, crop_pct: float) ->
 
 
 def resize_weights(
-    start: np.ndarray, stop: np.ndarray, in_size: int, out_size: int, edge: np.ndarray | None = None
+    start: np.ndarray, stop: np.ndarray, in_size: int, out_size: int, edge: np.ndarray
 ) -> np.ndarray:
     """Triangle-filter resampling matrices, PIL "bilinear" semantics. start, stop: [b] -> [b, out, in].
 
     The filter widens by the scale factor when downsampling (antialiasing). Row s holds the weights of
     the input pixels for output pixel s. Rows are normally renormalized where the filter is cut at the
-    image's edges, like clamping (PIL). Where `edge` (bool [b]; default: the box reaches past the image
-    on this axis), the image's border pixels repeat outside it (PIL on an np.pad(mode="edge") canvas):
-    for digits, whose strokes touch the border, that measured ~0.6 points better than zeros as the
-    canvas of zoom-out crops (benchmarks/RESULTS.md section 11). Decided per box, so a crop never
-    depends on the other boxes of its batch.
+    image's edges, like clamping (PIL). Where `edge` (bool [b]: the box reaches past the image on any
+    side, see crop_resize), the image's border pixels repeat outside it (PIL on an
+    np.pad(mode="edge") canvas): for digits, whose strokes touch the border, that measured ~0.6
+    points better than zeros as the canvas of zoom-out crops (benchmarks/RESULTS.md section 11).
+    Decided per box, so a crop never depends on the other boxes of its batch.
     """
     scale = (stop - start) / out_size  # Input pixels per output pixel, [b].
     support = np.maximum(scale, 1.0)
     centers = start[:, None] + (np.arange(out_size) + 0.5) * scale[:, None]  # [b, out]
-    edge = (start < 0) | (stop > in_size) if edge is None else np.asarray(edge, bool)
+    edge = np.asarray(edge, bool)
     pad = int(np.ceil(max(0.0, -start.min(), (stop - in_size).max()) + support.max())) if edge.any() else 0
     grid = np.arange(-pad, in_size + pad) + 0.5  # Input pixel centers, `pad` virtual ones each side.
     dist = np.abs(grid[None, None, :] - centers[..., None])  # [b, out, in + 2 pad]

@@ -36,10 +36,10 @@ from collections.abc import Mapping
 import jax
 import jax.numpy as jnp
 import numpy as np
-from etils import epath
 from flax import nnx
 
 from tome_jax.models.vit import VisionTransformer
+from tome_jax.paths import is_local, resolve
 
 
 class CheckpointMismatchError(ValueError):
@@ -56,7 +56,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     into memory once.
     """
     path = os.fspath(path)
-    file = epath.Path(path)
+    file = resolve(path)
     if file.is_dir():
         return read_workdir(path)
     if not file.exists():
@@ -65,7 +65,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "big_vision .npz, torchvision .pth) and pass its path.")
     if not path.endswith((".safetensors", ".npz", ".pth", ".pt", ".bin")):
         raise ValueError(f"unsupported weights format {path!r}; use .safetensors, .npz, .pth/.pt/.bin.")
-    local = "://" not in os.fspath(file)  # epath also maps local /gs/... paths to gs://
+    local = is_local(file)  # epath also maps local /gs/... paths to gs://
     source = path if local else io.BytesIO(file.read_bytes())  # what np.load / zipfile / torch.load take
     if path.endswith(".safetensors"):
         from safetensors.numpy import load, load_file
@@ -181,7 +181,7 @@ def read_workdir(workdir: str | os.PathLike) -> dict[str, np.ndarray]:
     import orbax.checkpoint as ocp
 
     workdir = os.fspath(workdir)
-    directory = epath.Path(workdir if "://" in workdir else os.path.abspath(workdir)) / "checkpoints"
+    directory = resolve(workdir) / "checkpoints"
     manager = ocp.CheckpointManager(directory, item_handlers={"state": ocp.StandardCheckpointHandler()}) \
         if directory.is_dir() else None
     step = manager.latest_step() if manager is not None else None
@@ -247,9 +247,9 @@ def checkpoint_gelu(path) -> str | None:
     """"tanh" when `path` is a checkpoint of today's big_vision (read from its .npz key names only),
     else None: what `create_model(gelu=...)` needs before the weights are restored (resume, eval)."""
     path = os.fspath(path) if isinstance(path, (str, os.PathLike)) else ""
-    if not (path.endswith(".npz") and epath.Path(path).is_file()):
+    if not (path.endswith(".npz") and (file := resolve(path)).is_file()):
         return None
-    with epath.Path(path).open("rb") as file, np.load(file, allow_pickle=False) as data:  # reads the index only
+    with file.open("rb") as opened, np.load(opened, allow_pickle=False) as data:  # reads the index only
         return "tanh" if big_vision_layout(data.files) == "big_vision" else None
 
 

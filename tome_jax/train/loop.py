@@ -50,6 +50,10 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     """The recipe's model from the registry: `config.model_name` + `config.model` overrides +
     `config.tome` (r, method, prop_attn). A field set to None keeps the model's (or its tag's)
     default, e.g. `.mae` models' prop_attn=False."""
+    if config.init.get("loader"):
+        raise ValueError(f"config.init.loader={config.init.loader!r} is no longer read: every model family loads "
+                         "its checkpoints through tome_jax.load_timm (a family adapts names in its model's "
+                         "adapt_state_dict). Delete init.loader from the recipe.")
     kwargs = {k: v for k, v in config.model.to_dict().items() if v is not None}
     dtype = kwargs.pop("dtype", "float32")
     if dtype not in _DTYPES:
@@ -69,10 +73,6 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
         kwargs["prop_attn"] = tome.prop_attn
     model = tome_jax.create_model(config.model_name, dtype=_DTYPES[dtype],
                                   rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
-    if config.init.get("loader"):
-        raise ValueError(f"config.init.loader={config.init.loader!r} is no longer read: every model family loads "
-                         "its checkpoints through tome_jax.load_timm (a family adapts names in its model's "
-                         "adapt_state_dict). Delete init.loader from the recipe.")
     if load_weights and config.init.weights:
         # Any supported layout; a family's own checkpoints (MAE-ST, AudioMAE) adapt through its model.
         report = tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 
 from etils import epath
 
+from tome_jax.paths import is_local, resolve  # noqa: F401  (the workdir's path type; re-exported)
+
 # Config fields whose change makes a resumed run a different run (the data order, the model, the
 # schedule): a restart that changes one is refused unless `allow_config_change=True`. Dotted names
 # inside these are exempt: where the data lives and how many threads read it do not change the run.
@@ -34,18 +36,6 @@ TEMPORARY_MARKER = ".orbax-checkpoint-tmp"
 
 class WorkdirError(OSError):
     """The workdir cannot be written (permissions, full disk): names the path and the free space."""
-
-
-def resolve(workdir: str | os.PathLike) -> epath.Path:
-    """A local path made absolute, or a URL (gs://, s3://, any registered epath scheme) unchanged."""
-    path = epath.Path(workdir)
-    return path if not is_local(path) else epath.Path(os.path.abspath(os.fspath(path)))
-
-
-def is_local(path: epath.Path) -> bool:
-    """True for paths on this machine's filesystem (a plain `pathlib`-style path)."""
-    text = os.fspath(path)
-    return "://" not in text and isinstance(path, epath.Path)
 
 
 def free_bytes(path: epath.Path) -> int | None:
