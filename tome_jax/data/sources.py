@@ -7,6 +7,7 @@ Any name that is not registered is a TFDS dataset ("tfds" source, `images.TfdsSo
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,11 +37,20 @@ def resolve_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict | DataConf
     Unknown fields and values of the wrong type are ValueErrors naming the field (in `data` and in
     `data.options` alike). A run resolves its config once and passes the DataConfig down."""
     if isinstance(cfg, DataConfig):
-        return cfg
+        return dataclasses.replace(cfg, options=_options(cfg.name, cfg.options))
     values = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg or {})
     name = values.get("name", DataConfig.name)
-    options = typed(source_entry(name).options, values.get("options"), "data.options")
-    return resolve_fields(values, options)
+    return resolve_fields(values, _options(name, values.get("options")))
+
+
+def _options(name: str, options: Any):
+    """`options` (None, a dict of fields or the options object) -> the options dataclass of source `name`."""
+    kind = source_entry(name).options
+    if isinstance(options, kind):
+        return options
+    if dataclasses.is_dataclass(options):
+        raise ValueError(f"data.options is a {type(options).__name__}, but data.name={name!r} takes {kind.__name__}.")
+    return typed(kind, options, "data.options")
 
 
 def make_source(cfg: DataConfig | Mapping[str, Any] | None, split: str) -> Source:
