@@ -36,8 +36,9 @@ def resolve_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict | DataConf
 
     Unknown fields and values of the wrong type are ValueErrors naming the field (in `data` and in
     `data.options` alike). A run resolves its config once and passes the DataConfig down."""
-    if isinstance(cfg, DataConfig):
-        return dataclasses.replace(cfg, options=_options(cfg.name, cfg.options))
+    if isinstance(cfg, DataConfig):  # already resolved (or built by hand with options None / a dict)
+        options = _options(cfg.name, cfg.options)
+        return cfg if options is cfg.options else dataclasses.replace(cfg, options=options)
     values = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg or {})
     name = values.get("name", DataConfig.name)
     return resolve_fields(values, _options(name, values.get("options")))
