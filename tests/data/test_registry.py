@@ -2,7 +2,6 @@
 from this file with typed options and read through the normal pipeline (make_source, make_dataset)."""
 
 import dataclasses
-import itertools
 
 import numpy as np
 import pytest

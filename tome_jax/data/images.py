@@ -20,7 +20,6 @@ import functools
 import logging
 import os
 import warnings
-from collections.abc import Callable
 
 import numpy as np
 from PIL import Image
