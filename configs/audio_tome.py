@@ -41,14 +41,14 @@ def get_config(arg=None):
 
     # Data: AudioSet as WAVs + CSV; AudioMAE's front end and SpecAugment (freqm 48, timem 192).
     config.data = data_config()
-    # Spectrograms arrive normalized by the front end (data.audio mean/std): the on-device
-    # normalization is the identity (one channel, mean 0, std 1).
+    # Raw log-mels leave the host; the device normalizes them once, as AudioMAE: (x - mean) / (2 std)
+    # with AudioSet's statistics (mean -4.2677393, std 4.5689974), i.e. one channel, std = 2 x 4.5689974.
     config.data.update(dict(name="audiofolder", data_dir="", split_train="train", split_eval="eval",
-                            mean=(0.0,), std=(1.0,),
+                            mean=(-4.2677393,), std=(2 * 4.5689974,),
                             num_threads=16))
-    config.data.audio = ml_collections.ConfigDict(dict(
-        sample_rate=16000, num_mel_bins=128, num_frames=1024, window="hanning", mean=-4.2677393,
-        std=4.5689974, freq_mask=48, time_mask=192, labels_csv=""))
+    config.data.options = ml_collections.ConfigDict(dict(  # audiofolder's options: the front end
+        sample_rate=16000, num_mel_bins=128, num_frames=1024, window="hanning", freq_mask=48, time_mask=192,
+        labels_csv=""))
     config.batch_size = 256  # 8 nodes x 8 GPUs x 4
     # AudioMAE: 100 epochs of 200k class-balanced samples (weighted sampler; we sample uniformly).
     config.total_epochs = 0.0
@@ -75,9 +75,9 @@ def get_config(arg=None):
         config.init.weights = ""
         config.tome.r = 16 if arg.r < 0 else arg.r
         config.data.update(dict(name="synthetic_audio", split_eval="test", num_threads=2))
-        config.data.audio.update(dict(num_frames=256, freq_mask=24, time_mask=48))
-        config.data.audio.clip_seconds = 2.56
-        config.data.audio.num_clips = (1024, 256)
+        config.data.options = ml_collections.ConfigDict(dict(  # synthetic_audio's options
+            sample_rate=16000, num_mel_bins=128, num_frames=256, window="hanning", freq_mask=24, time_mask=48,
+            clip_seconds=2.56, num_clips=(1024, 256), seed=0))
         config.batch_size = 64
         config.total_steps = 320  # 20 epochs of 1024 clips
         config.warmup_steps = 32

@@ -45,9 +45,10 @@ def get_config(arg=None):
     # Data: decoded Kinetics-400 clips, 16 frames every 4th; random window + random-resized crop.
     config.data = data_config()
     config.data.update(dict(
-        name="clipfolder:16x4", data_dir="", split_train="train", split_eval="val", image_size=224,
+        name="clipfolder", data_dir="", split_train="train", split_eval="val", image_size=224,
         mean=(0.45, 0.45, 0.45), std=(0.225, 0.225, 0.225), crop_scale=(0.08, 1.0), crop_ratio=(3 / 4, 4 / 3),
         hflip=False, crop_pct=1.0, num_threads=16))
+    config.data.options = ml_collections.ConfigDict(dict(frames=16, stride=4))  # clipfolder's options
     config.batch_size = 256
     config.total_epochs = 50.0
     config.total_steps = 0
@@ -74,8 +75,9 @@ def get_config(arg=None):
         config.tome.r = (2 if single else 8) if arg.r < 0 else arg.r
         config.tome.prop_attn = False
         config.data = data_config()
-        config.data.update(dict(name=f"moving_digits:{arg.frames}", data_dir="", image_size=16,
+        config.data.update(dict(name="moving_digits", data_dir="", image_size=16,
                                 mean=(0.5,) * 3, std=(0.5,) * 3, num_threads=2))
+        config.data.options = ml_collections.ConfigDict(dict(frames=arg.frames, speed=1))
         config.batch_size = 64
         config.total_epochs = 6.0
         config.warmup_epochs = 0.5

@@ -4,10 +4,10 @@ import jax
 import numpy as np
 import pytest
 
-from tome_jax.data import clips, make_dataset, make_source, mixup_cutmix
-from tome_jax.data.config import DataConfig
+from tome_jax.data import clips, make_dataset, make_source, mixup_cutmix, normalize, resolve_config
 
-CFG = DataConfig(name="moving_digits:4", image_size=16, num_threads=1, prefetch_batches=1)
+CFG = resolve_config(dict(name="moving_digits", options=dict(frames=4), image_size=16, num_threads=1,
+                          prefetch_batches=1))
 
 
 def test_moving_digits_move_one_pixel_per_frame_in_their_labelled_direction():
@@ -15,7 +15,7 @@ def test_moving_digits_move_one_pixel_per_frame_in_their_labelled_direction():
     assert len(source) == 4 * 359 and source.num_classes == 40
     ids = np.arange(0, 40, 3)
     frames, labels = source.load(ids)
-    assert frames.shape == (len(ids), 4, 16, 16, 1) and frames.dtype == np.float32
+    assert frames.shape == (len(ids), 4, 16, 16, 1) and frames.dtype == np.uint8
     np.testing.assert_array_equal(labels % 4, ids % 4)
     np.testing.assert_array_equal(labels // 4, source.digit_labels[ids // 4])
     for clip, label in zip(frames, labels):
@@ -42,12 +42,14 @@ def test_clips_go_through_grain_as_batches_with_masks():
     train = iter(make_dataset(CFG, "train", global_batch_size=8, train=True, seed=0, shard_index=0, shard_count=1))
     batch = next(train)
     assert batch["image"].shape == (8, 4, 16, 16, 3) and batch["mask"].all()
-    assert batch["image"].min() == 0.0 and batch["image"].max() <= 1.0  # pixels in [0, 1]; normalized on device
+    assert batch["image"].dtype == np.uint8 and batch["image"].min() == 0 and batch["image"].max() == 255
+    # uint8 pixels round(255 k / 16) of the digits' ink k / 16, normalized once on device.
+    ink = np.unique(np.asarray(normalize(batch["image"], CFG.mean, CFG.std)) * 0.5 + 0.5)
+    assert np.abs(ink[:, None] - np.arange(17)[None] / 16).min(axis=1).max() <= 0.5 / 255 + 1e-6
     evals = list(make_dataset(CFG, "test", global_batch_size=1000, train=False, shard_index=0, shard_count=1))
     assert [b["image"].shape[0] for b in evals] == [1000, 1000]
     assert sum(int(b["mask"].sum()) for b in evals) == 4 * 359
-    pad = evals[-1]["image"][~evals[-1]["mask"]]  # padding rows repeat record 0 and are masked out
-    assert (pad == evals[0]["image"][0]).all()
+    assert not evals[-1]["image"][~evals[-1]["mask"]].any()  # padding rows are zeros, masked out
 
 
 def test_temporal_window():
@@ -64,19 +66,21 @@ def test_clip_folder_source(tmp_path):
             (tmp_path / split / name).mkdir(parents=True)
             for k in range(2):
                 np.save(tmp_path / split / name / f"{k}.npy", rng.integers(0, 256, (12, 20, 24, 3), np.uint8))
-    cfg = DataConfig(name="clipfolder:4x2", data_dir=str(tmp_path), split_eval="val", image_size=8,
-                     num_threads=1, prefetch_batches=1)
+    cfg = resolve_config(dict(name="clipfolder", options=dict(frames=4, stride=2), data_dir=str(tmp_path),
+                              split_eval="val", image_size=8, num_threads=1, prefetch_batches=1))
     source = make_source(cfg, "val")
     assert len(source) == 4 and source.classes == ("a", "b")
     frames, labels = source.load(np.array([0, 3]))
-    assert frames.shape == (2, 4, 8, 8, 3) and list(labels) == [0, 1]
+    assert frames.shape == (2, 4, 8, 8, 3) and frames.dtype == np.uint8 and list(labels) == [0, 1]
     raw = np.load(tmp_path / "val" / "a" / "0.npy")
     # centered window of 4 frames every 2nd: 2, 4, 6, 8; center crop 20x20 -> 8x8, area resampling
-    np.testing.assert_allclose(frames[0, 0].mean(), raw[2, :, 2:22].mean() / 255, rtol=2e-2)
+    np.testing.assert_allclose(frames[0, 0].mean(), raw[2, :, 2:22].mean(), rtol=2e-2)
     batch = next(iter(make_dataset(cfg, "train", global_batch_size=2, train=True, shard_index=0, shard_count=1)))
     assert batch["image"].shape == (2, 4, 8, 8, 3)
-    with pytest.raises(ValueError, match="'clipfolder:T' or 'clipfolder:TxS'"):
-        make_source(DataConfig(name="clipfolder:sixteen", data_dir=str(tmp_path)), "val")
+    with pytest.raises(ValueError, match=r"data.options.frames: expected int \(default 16\), got 'sixteen'"):
+        make_source(dict(name="clipfolder", options=dict(frames="sixteen"), data_dir=str(tmp_path)), "val")
+    with pytest.raises(ValueError, match="frames >= 1 and stride >= 1"):
+        make_source(dict(name="clipfolder", options=dict(stride=0), data_dir=str(tmp_path)), "val")
 
 
 def test_mixup_and_cutmix_take_clips():

@@ -16,7 +16,7 @@ ID_CFG = dict(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), image_size=4)
 def id_source(n=N):
     """Image i is the constant i / n, so any crop/resize of it still reads as i."""
     images = np.broadcast_to((np.arange(n, dtype=np.float32) / n)[:, None, None, None], (n, 6, 6, 1))
-    return data.ArraySource(
+    return data.ImageArraySource(
         images=np.ascontiguousarray(images), labels=np.arange(n, dtype=np.int32) % 7, num_classes=7
     )
 
@@ -87,7 +87,7 @@ def test_zoom_out_crops_shrink_the_image_into_a_canvas_of_its_border_pixels():
     assert (pixels.max(axis=(1, 2, 3)) - pixels.min(axis=(1, 2, 3)) <= 1).all()  # 1: rounding at x.5
     square = np.zeros((4, 6, 6, 1), np.float32)
     square[:, 1:5, 1:5] = 1.0  # a bright square on a black border
-    source = data.ArraySource(images=square, labels=np.arange(4, dtype=np.int32), num_classes=4)
+    source = data.ImageArraySource(images=square, labels=np.arange(4, dtype=np.int32), num_classes=4)
     plain, zoomed = (take(make(source=source, cfg=dict(zoom, crop_scale=s), global_batch_size=4), 1)[0]["image"]
                      .astype(float) for s in ((1.0, 1.0), (2.0, 2.0)))
     np.testing.assert_allclose(zoomed.sum(axis=(1, 2, 3)) / plain.sum(axis=(1, 2, 3)), 0.5, rtol=0.1)  # area x 2
@@ -184,8 +184,16 @@ def test_eval_iterates_again_from_the_start(digits_train):
 
 
 def test_config_errors_fail_early(digits_train):
-    with pytest.raises(ValueError, match="Unknown data config"):
+    with pytest.raises(ValueError, match="Unknown data field"):
         make(source=digits_train, cfg=dict(imgae_size=32))
+    with pytest.raises(ValueError, match=r"data.image_size: expected int \(default 32\), got '32'"):
+        make(source=digits_train, cfg=dict(image_size="32"))
+    with pytest.raises(ValueError, match=r"Unknown data.options field\(s\) \['frame'\]; known fields: \['frames', 'speed'\]"):
+        data.resolve_config(dict(name="moving_digits", options=dict(frame=4)))
+    with pytest.raises(ValueError, match=r"data.options.frames: expected int"):
+        data.resolve_config(dict(name="moving_digits", options=dict(frames="4")))
+    with pytest.raises(ValueError, match=r"Unknown data.options field"):
+        data.resolve_config(dict(name="digits", options=dict(frames=4)))  # digits take no options
     with pytest.raises(ValueError, match="multiple of shard_count"):
         make(source=digits_train, global_batch_size=33, shard_count=2)
     with pytest.raises(ValueError, match="crop_pct"):
@@ -216,10 +224,10 @@ def clip_source(n=N, dtype=np.float32):
     """Example i: a [T=2, 3, 4, C=2] clip filled with i (float) or i % 256 (uint8); label i % 7."""
     values = np.arange(n).astype(dtype)[:, None, None, None, None]
     clips = np.ascontiguousarray(np.broadcast_to(values, (n, 2, 3, 4, 2)))
-    return data.ArraySource(images=clips, labels=np.arange(n, dtype=np.int32) % 7, num_classes=7)
+    return data.ArraySource(examples=clips, labels=np.arange(n, dtype=np.int32) % 7, num_classes=7)
 
 
-ARRAY_CFG = dict(kind="array", mean=(0.0, 0.0), std=(1.0, 1.0))
+ARRAY_CFG = dict(mean=(0.0, 0.0), std=(1.0, 1.0))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.uint8])
@@ -258,26 +266,26 @@ def test_array_eval_pads_with_zeros_and_masks():
 
 def test_a_spectrogram_source_with_one_channel():
     spectrograms = np.random.default_rng(0).normal(size=(10, 16, 12, 1)).astype(np.float32)
-    source = data.ArraySource(images=spectrograms, labels=np.arange(10) % 2, num_classes=2)
-    cfg = dict(kind="array", mean=(-4.0,), std=(4.5,))
+    source = data.ArraySource(examples=spectrograms, labels=np.arange(10) % 2, num_classes=2)
+    cfg = dict(mean=(-4.0,), std=(4.5,))
     batch = take(make(source=source, cfg=cfg, train=False, global_batch_size=10), 1)[0]
     np.testing.assert_array_equal(batch["image"], spectrograms)
     np.testing.assert_allclose(data.normalize(batch["image"], (-4.0,), (4.5,)), (spectrograms + 4) / 4.5, rtol=1e-6)
 
 
-def test_channel_and_kind_mismatches_are_clear_errors(digits_train):
+def test_channel_and_shape_mismatches_are_clear_errors(digits_train):
     with pytest.raises(ValueError, match="one mean and std per channel"):
-        make(source=clip_source(), cfg=dict(kind="array", mean=(0.0,), std=(1.0,)))
+        make(source=clip_source(), cfg=dict(mean=(0.0,), std=(1.0,)))
     with pytest.raises(ValueError, match="same number each"):
         make(source=digits_train, cfg=dict(mean=(0.5,), std=(0.5, 0.5, 0.5)))
-    with pytest.raises(ValueError, match="kind='array'"):
-        make(source=clip_source(), cfg=dict(mean=(0.0, 0.0), std=(1.0, 1.0)))  # A clip is not an image.
+    with pytest.raises(ValueError, match="Use an ArraySource"):  # A clip is not an image.
+        data.ImageArraySource(images=np.zeros((2, 2, 3, 4, 2), np.float32), labels=np.zeros(2), num_classes=1)
     with pytest.raises(ValueError, match="1 \\(gray\\) or 3 \\(RGB\\)"):
         make(source=digits_train, cfg=dict(mean=(0.5,) * 2, std=(0.5,) * 2))
-    with pytest.raises(ValueError, match="hflip applies to images only"):
+    with pytest.raises(ValueError, match="hflip applies to image sources only"):
         make(source=clip_source(), cfg=ARRAY_CFG | dict(hflip=True))
     with pytest.raises(TypeError, match="uint8 or float32"):
-        data.ArraySource(images=np.zeros((2, 3, 3, 1)), labels=np.zeros(2), num_classes=1)
+        data.ArraySource(examples=np.zeros((2, 3, 3, 1)), labels=np.zeros(2), num_classes=1)
     with pytest.raises(ValueError, match="per channel"):
         data.normalize(np.zeros((2, 4, 4, 3), np.uint8), (0.5,), (0.5,))
 
@@ -285,7 +293,7 @@ def test_channel_and_kind_mismatches_are_clear_errors(digits_train):
 def test_crop_and_flip_of_a_record_depend_only_on_seed_epoch_and_id():
     """Record i gets the same pixels whatever the batch size, the shard or the thread count."""
     images = np.random.default_rng(0).random((N, 12, 12, 3)).astype(np.float32)
-    source = data.ArraySource(images=images, labels=np.arange(N, dtype=np.int32), num_classes=N)
+    source = data.ImageArraySource(images=images, labels=np.arange(N, dtype=np.int32), num_classes=N)
     cfg = dict(image_size=8, hflip=True, crop_scale=(0.3, 1.0))
 
     def by_id(batches):

@@ -35,7 +35,7 @@ def folder_cfg(root, **kw):
 
 
 def test_gray_config_decodes_files_to_one_channel(image_folder, backend):
-    cfg = folder_cfg(image_folder, mean=(0.5,), std=(0.5,), image_backend=backend, verify_images=False)
+    cfg = folder_cfg(image_folder, mean=(0.5,), std=(0.5,), image_backend=backend, options=dict(verify=False))
     batch = next(
         iter(data.make_dataset(cfg, "train", global_batch_size=8, train=False, shard_index=0, shard_count=1))
     )
@@ -89,7 +89,7 @@ def test_image_folder_batches_decode_resize_and_label(image_folder, backend):
 
 
 def test_unverified_corrupt_file_is_masked_at_load_time(image_folder, backend, caplog):
-    source = data.make_source(folder_cfg(image_folder, verify_images=False), "train")
+    source = data.make_source(folder_cfg(image_folder, options=dict(verify=False)), "train")
     assert len(source) == 7
     with caplog.at_level(logging.WARNING):
         batches = list(
@@ -108,7 +108,7 @@ def test_unverified_corrupt_file_is_masked_at_load_time(image_folder, backend, c
 
 def test_zoom_out_crops_of_files_are_refused_up_front(image_folder):
     with pytest.raises(ValueError, match="zoom out.*in-memory images.*keep crop_scale <= 1"):
-        data.make_dataset(folder_cfg(image_folder, crop_scale=(0.8, 1.3), verify_images=False), "train", global_batch_size=8,
+        data.make_dataset(folder_cfg(image_folder, crop_scale=(0.8, 1.3), options=dict(verify=False)), "train", global_batch_size=8,
                           train=True, shard_index=0, shard_count=1)
 
 

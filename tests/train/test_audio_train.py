@@ -13,7 +13,7 @@ def tiny_audio_config():
     config = get_config("runlocal")
     config.model.update(dict(img_size=(64, 128), embed_dim=32, depth=2, num_heads=2))
     config.tome.r = 4  # 33 -> 29 -> 25 tokens
-    config.data.audio.update(dict(num_frames=64, clip_seconds=0.64, num_clips=(192, 64), time_mask=12))
+    config.data.options.update(dict(num_frames=64, clip_seconds=0.64, num_clips=(192, 64), time_mask=12))
     config.batch_size = 32
     config.total_steps = 36
     config.warmup_steps = 4

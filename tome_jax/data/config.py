@@ -1,14 +1,16 @@
-"""The `data` sub-config: every knob of the input pipeline, with its default.
+"""The `data` sub-config: every knob of the input pipeline, with its default, and the typed-field checker.
 
 A recipe sets `config.data = tome_jax.data.default_config()` and overrides fields, or writes the
-ConfigDict out in full; `make_dataset` fills in missing fields from the defaults below and rejects
-unknown ones, so a typo fails at start instead of being silently ignored.
+ConfigDict out in full; `tome_jax.data.resolve_config` fills in missing fields from the defaults below
+and rejects unknown fields and values of the wrong type (`typed`), so a typo fails at start instead
+of being silently ignored. A run resolves it once and passes the `DataConfig` down.
 
-`kind` says what the examples are: "image" (decoded files or in-memory images, random-resized-cropped
-or center-cropped to `image_size`, optionally flipped) or "array" (in-memory arrays of any shape, e.g. a
-`[H, W, C]` spectrogram or a `[T, H, W, C]` clip, passed through unchanged). Either way batches leave
-the host as uint8 (images) or the source's dtype (arrays); `normalize` maps them to model inputs with
-`mean`/`std` inside the jitted step. The channel count is `len(mean)`.
+`name` picks a registered source (`tome_jax.data.registry`; any other name is a TFDS dataset) and
+`options` holds that source's own settings, a typed dataclass the source registers (clip frames and
+stride, the audio front end, ...), checked by the same rules. Every source hands the device its
+documented storage dtype: uint8 pixels for images and clips, float32 log-mels for audio, the stored
+dtype for in-memory arrays. `normalize` maps them to model inputs with `mean`/`std` inside the jitted
+step, once. The channel count is `len(mean)`.
 
 The defaults are the embedded `digits` recipe (runs anywhere, no download). An ImageNet recipe sets
 `name="imagenet2012"`, `image_size=224`, `split_eval="validation"`, `crop_scale=(0.08, 1.0)`,
@@ -30,23 +32,23 @@ import ml_collections
 class DataConfig:
     """Resolved, validated `data` config (see module docstring and field comments)."""
 
-    # What to read. "digits" (embedded sklearn digits), "imagefolder" (`data_dir/<split>/<class>/*.jpg`)
-    # or any TFDS name, e.g. "imagenet2012" or "cifar10", prepared in ArrayRecord format.
+    # What to read: a registered source ("digits", "imagefolder", "moving_digits", "clipfolder",
+    # "synthetic_audio", "audiofolder"; `tome_jax.data.list_sources()`) or any TFDS name, e.g.
+    # "imagenet2012" or "cifar10", prepared in ArrayRecord format.
     name: str = "digits"
-    # TFDS data_dir ("": TFDS default, $TFDS_DATA_DIR or ~/tensorflow_datasets) or the image-folder
+    # The source's own settings: a dict of the fields of the options dataclass it registered (e.g.
+    # moving_digits: frames, speed); missing fields take that dataclass's defaults. Resolved to it.
+    options: Any = None
+    # TFDS data_dir ("": TFDS default, $TFDS_DATA_DIR or ~/tensorflow_datasets) or the folder source's
     # root. A string, not None, so `--config.data.data_dir=...` can override it.
     data_dir: str = ""
     split_train: str = "train"  # TFDS split syntax works, e.g. "train[:99%]".
     split_eval: str = "test"
-    image_key: str = "image"  # TFDS feature names.
-    label_key: str = "label"
-    verify_images: bool = True  # imagefolder: PIL verify() each file at index time, skip bad ones.
-    # What an example is: "image" (cropped, resized, flipped) or "array" (passed through as is).
-    kind: str = "image"
 
     # Geometry and normalization. One mean/std per channel: len(mean) is the channel count (1: gray,
-    # 3: RGB; gray sources are repeated to 3 channels, RGB files decoded as gray for 1). Images are in
-    # [0, 1] pixel units (timm convention); float arrays are normalized in their own units.
+    # 3: RGB; gray sources are repeated to 3 channels, RGB files decoded as gray for 1). uint8 pixels
+    # are in [0, 1] units (x / 255, timm convention); float arrays are normalized in their own units
+    # (audio: AudioMAE's (x - mean) / (2 std) is mean=(dataset mean,), std=(2 x dataset std,)).
     image_size: int = 32
     mean: tuple[float, ...] = (0.5, 0.5, 0.5)
     std: tuple[float, ...] = (0.5, 0.5, 0.5)
@@ -59,8 +61,8 @@ class DataConfig:
 
     # Train augmentation: random-resized crop (area fraction, aspect ratio range), then flip. A
     # fraction above 1 zooms out: the image shrinks to a random place in a canvas that repeats its
-    # border pixels. In-memory images (digits, where it adds shifts to the zoom) and clips; refused
-    # for image files.
+    # border pixels. In-memory images (digits, where it adds shifts to the zoom) and clip folders;
+    # refused for image files.
     crop_scale: tuple[float, float] = (0.7, 1.0)
     crop_ratio: tuple[float, float] = (0.8, 1.25)
     hflip: bool = False  # Off for digits (a mirrored 2 is not a 2); on for natural images.
@@ -78,29 +80,16 @@ class DataConfig:
     prefetch_batches: int = -1
     worker_count: int = 0
 
-    # Audio sources ("synthetic_audio", "audiofolder"): a dict of tome_jax.data.audio.AudioConfig fields
-    # (front end, clip length, SpecAugment); None for image sources.
-    audio: Any = None
-
     def __post_init__(self):
         if self.image_size <= 0:
             raise ValueError(f"data.image_size must be positive, got {self.image_size}.")
-        if self.kind not in ("image", "array"):
-            raise ValueError(f"data.kind must be 'image' or 'array', got {self.kind!r}.")
         if not self.mean or len(self.mean) != len(self.std):
             raise ValueError(
                 f"data.mean and data.std need one value per channel, the same number each; got "
                 f"mean={self.mean}, std={self.std}."
             )
-        if self.kind == "image" and self.channels not in (1, 3):
-            raise ValueError(
-                f"data.kind='image' has 1 (gray) or 3 (RGB) channels, i.e. len(data.mean) in (1, 3); got "
-                f"mean={self.mean}. For other channel counts use data.kind='array'."
-            )
         if any(s <= 0 for s in self.std):
             raise ValueError(f"data.std must be positive, got {self.std}.")
-        if self.kind == "array" and self.hflip:
-            raise ValueError("data.hflip applies to images only; set it False for data.kind='array'.")
         if not 0 < self.crop_scale[0] <= self.crop_scale[1]:
             raise ValueError(f"data.crop_scale must satisfy 0 < lo <= hi, got {self.crop_scale}.")
         if not 0 < self.crop_ratio[0] <= self.crop_ratio[1]:
@@ -140,28 +129,53 @@ def usable_cores() -> int:
     return os.cpu_count() or 1
 
 
-_TUPLE_FIELDS = ("mean", "std", "crop_scale", "crop_ratio")
-
-
 def default_config() -> ml_collections.ConfigDict:
-    """The defaults of `DataConfig` as a ConfigDict, ready to be overridden by a recipe."""
-    return ml_collections.ConfigDict(dataclasses.asdict(DataConfig()))
+    """The defaults of `DataConfig` as a ConfigDict, ready to be overridden by a recipe (`options`
+    starts empty: the digits take none; a recipe naming another source sets its fields)."""
+    values = dataclasses.asdict(DataConfig())
+    values["options"] = {}
+    return ml_collections.ConfigDict(values)
 
 
-def resolve_config(cfg: Mapping[str, Any] | ml_collections.ConfigDict | DataConfig | None) -> DataConfig:
-    """Defaults + `cfg` -> DataConfig. Raises ValueError on fields `DataConfig` does not have."""
-    if isinstance(cfg, DataConfig):
-        return cfg
-    if cfg is None:
-        return DataConfig()
-    values = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg)
-    known = {f.name for f in dataclasses.fields(DataConfig)}
-    unknown = sorted(set(values) - known)
+def typed(cls: type, values: Mapping[str, Any] | ml_collections.ConfigDict | None, where: str):
+    """`cls(**values)` for a dataclass of scalar and tuple fields, checked: a field `cls` does not have
+    or a value of the wrong type is a ValueError naming `where` (e.g. "data", "data.options").
+
+    Each value must match its field's default: bool for bool, int (not bool) for int, int or float
+    for float, str for str; a tuple default takes any sequence, its items converted to the type of
+    the default's first item. Fields whose default is None take anything."""
+    if isinstance(values, ml_collections.ConfigDict):
+        values = values.to_dict()
+    values = dict(values or {})
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(fields))
     if unknown:
-        raise ValueError(f"Unknown data config field(s) {unknown}; known fields: {sorted(known)}.")
+        raise ValueError(f"Unknown {where} field(s) {unknown}; known fields: {sorted(fields)}.")
+    return cls(**{k: _checked(v, fields[k].default, f"{where}.{k}") for k, v in values.items()})
+
+
+def _checked(value: Any, default: Any, where: str) -> Any:
+    if default is None or default is dataclasses.MISSING:
+        return value
+    if isinstance(default, tuple) and default:
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(f"{where}: expected a sequence like {default!r}, got {value!r}.")
+        return tuple(_checked(v, default[0], where) for v in value)
+    kind = type(default)
+    ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value, ok = float(value), True
+    if not ok:
+        raise ValueError(f"{where}: expected {kind.__name__} (default {default!r}), got {value!r}.")
+    return value
+
+
+def resolve_fields(cfg: Mapping[str, Any] | ml_collections.ConfigDict | None, options: Any) -> DataConfig:
+    """Defaults + `cfg` -> DataConfig, with `options` (the source's resolved options) in place of
+    `cfg["options"]`. Unknown fields and wrong types are errors. `tome_jax.data.resolve_config`, which
+    knows the sources, resolves the options and calls this."""
+    values = cfg.to_dict() if isinstance(cfg, ml_collections.ConfigDict) else dict(cfg or {})
+    values.pop("options", None)
     if values.get("data_dir") is None:
         values.pop("data_dir", None)
-    for key in _TUPLE_FIELDS:
-        if key in values:
-            values[key] = tuple(float(v) for v in values[key])
-    return DataConfig(**values)
+    return dataclasses.replace(typed(DataConfig, values, "data"), options=options)

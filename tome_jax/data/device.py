@@ -1,7 +1,8 @@
 """On-device half of the input pipeline: uint8 (or float) batches -> normalized model inputs.
 
-The host ships uint8 images (4x fewer bytes than float32, no host-side float passes); the jitted
-train and eval steps call `normalize` first, so XLA fuses it with the model's first layer.
+The host ships each source's storage dtype (uint8 images and clips: 4x fewer bytes than float32, no
+host-side float passes; float32 log-mels); the jitted train and eval steps call `normalize` first,
+once, so XLA fuses it with the model's first layer.
 """
 
 from __future__ import annotations

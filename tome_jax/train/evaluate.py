@@ -49,11 +49,12 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
     task = tasks.make_task(config)
     mesh = sharding_lib.make_mesh(1)
     batch_sharding = sharding_lib.batch_sharding(mesh)
-    dataset = data_lib.make_dataset(config.data, config.data.split_eval, global_batch_size=batch_size,
+    data_cfg = data_lib.resolve_config(config.data)  # once; passed down
+    dataset = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=batch_size,
                                     train=False, seed=config.seed)
-    timing_images = jax.device_put(loop.normalized(next(iter(dataset)), config.data)["image"], batch_sharding)
+    timing_images = jax.device_put(loop.normalized(next(iter(dataset)), data_cfg)["image"], batch_sharding)
     model.eval()
-    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, loop.normalized(batch, config.data)))
+    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, loop.normalized(batch, data_cfg)))
     forward = CompiledForward(model)
     results, candidates = [], {}
     for r in tqdm(r_values, desc="r sweep", disable=jax.process_index() != 0):

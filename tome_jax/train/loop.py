@@ -93,18 +93,20 @@ def split_model(model: nnx.Module):
     return nnx.split(model, nnx.Param, ...)
 
 
-def normalized(batch: dict, data_config) -> dict:
-    """The batch with its uint8 (or raw float) inputs normalized on device by the data's mean/std."""
-    data_cfg = data_lib.resolve_config(data_config)
+def normalized(batch: dict, data_cfg: data_lib.DataConfig) -> dict:
+    """The batch with its stored (uint8 or float) inputs normalized on device by the data's mean/std."""
     return dict(batch, image=data_lib.normalize(batch["image"], data_cfg.mean, data_cfg.std))
 
 
-def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigDict, task: tasks.Task):
+def make_train_step(graphdef, rest, tx, schedule, config: ml_collections.ConfigDict, task: tasks.Task,
+                    data_cfg: data_lib.DataConfig | None = None):
+    """data_cfg: the run's resolved data config (`data_lib.resolve_config(config.data)` when None)."""
     base_key = jax.random.key(config.seed)
+    data_cfg = data_lib.resolve_config(config.data) if data_cfg is None else data_cfg
 
     def train_step(state: TrainState, batch: dict):
         task_key, drop_key = jax.random.split(jax.random.fold_in(base_key, state.step))
-        batch = normalized(batch, config.data)  # uint8 -> float32, inside the jitted step
+        batch = normalized(batch, data_cfg)  # uint8 -> float32, inside the jitted step
 
         def loss_fn(params):
             # A fresh copy of the RNG variables (merge would reuse the originals), re-seeded per step
@@ -172,18 +174,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
     mesh = sharding_lib.make_mesh(config.mesh.model)
     batch_sharding = sharding_lib.batch_sharding(mesh)
 
-    train_source = data_lib.make_source(config.data, config.data.split_train)  # fails early if missing
-    eval_source = data_lib.make_source(config.data, config.data.split_eval)
-    train_ds = data_lib.make_dataset(config.data, config.data.split_train, global_batch_size=config.batch_size,
+    data_cfg = data_lib.resolve_config(config.data)  # once per run; passed down from here
+    train_source = data_lib.make_source(data_cfg, data_cfg.split_train)  # fails early if missing
+    eval_source = data_lib.make_source(data_cfg, data_cfg.split_eval)
+    train_ds = data_lib.make_dataset(data_cfg, data_cfg.split_train, global_batch_size=config.batch_size,
                                      train=True, seed=config.seed, source=train_source)
-    eval_ds = data_lib.make_dataset(config.data, config.data.split_eval, global_batch_size=config.batch_size,
+    eval_ds = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=config.batch_size,
                                     train=False, seed=config.seed, source=eval_source)
     total_steps, warmup_steps = _total_steps(config, len(train_source))
 
     task = tasks.make_task(config)
     model = build_model(config)
     # The eval forward (eval mode, the recipe's schedule), compiled once; then train mode.
-    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, normalized(batch, config.data)))
+    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, normalized(batch, data_cfg)))
     model.eval()
     eval_fn, _, eval_rest = evaluator.compiled()
     model.train()
@@ -210,7 +213,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
         ckpt.close()
         return finished
 
-    train_step = jax.jit(make_train_step(graphdef, rest, tx, schedule, config, task),
+    train_step = jax.jit(make_train_step(graphdef, rest, tx, schedule, config, task, data_cfg),
                          in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
                          donate_argnums=0)
     step = int(state.step)
