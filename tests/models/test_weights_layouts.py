@@ -229,6 +229,21 @@ def test_recipe_with_big_vision_init_builds_the_tanh_model_also_when_restoring(t
     assert loop.build_model(config, load_weights=False).gelu == "exact"
 
 
+def test_eval_builds_the_model_for_the_weights_it_is_given(tmp_path):
+    """eval.py --weights: the model's GELU comes from those weights, not from the recipe's init."""
+    from configs import vit_b_tome
+    from tome_jax.train import evaluate
+
+    path = tmp_path / "bv.npz"
+    params = big_vision_params()
+    np.savez(path, **params)
+    config = vit_b_tome.get_config("runlocal")
+    config.model.update(dict(SMALL, mlp_ratio=4.0, global_pool="token"))
+    model, origin = evaluate.load_model(config, None, str(path))
+    assert model.gelu == "tanh" and origin == f"weights {path}" and config.init.weights == ""
+    np.testing.assert_array_equal(model.head.kernel[...], params["head/kernel"])
+
+
 def test_weights_on_a_bucket_load_like_local_files(tmp_path):
     """gs:// and other epath schemes, through the in-memory `memtest://` bucket of the fault tests:
     .safetensors, .npz (today's big_vision, whose names say tanh GELU) and a torch zip .pth."""
