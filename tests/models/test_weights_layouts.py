@@ -268,7 +268,8 @@ def test_weights_on_a_bucket_load_like_local_files(tmp_path):
         model = tome_jax.create_model("vit_tiny_patch16_224", **SMALL)
         tome_jax.load_timm(model, f"memtest://weights/vit/{name}")
         assert rel_err(forward(model, jnp.asarray(io_["images"])), io_["logits_r0"]) < 1e-4
-    assert checkpoint_layout("memtest://weights/vit/bv.npz").gelu == "tanh" == checkpoint_layout(tmp_path / "bv.npz").gelu
+    assert checkpoint_layout("memtest://weights/vit/bv.npz").gelu == "tanh"
+    assert checkpoint_layout(tmp_path / "bv.npz").gelu == "tanh"
     local = read_state_dict(tmp_path / "bv.npz")
     remote = read_state_dict("memtest://weights/vit/bv.npz")
     assert sorted(remote) == sorted(local) and all(np.array_equal(remote[k], local[k]) for k in local)

@@ -73,8 +73,8 @@ def load_timm(model: Encoder, source: str | os.PathLike | Mapping, *, strict: bo
     if strict and layout.gelu != model.gelu:
         raise CheckpointMismatchError(
             f"the checkpoint ({layout.name} layout) was trained with the {layout.gelu} GELU but the model uses "
-            f"the {model.gelu} one; build the model with create_model(..., gelu=tome_jax.checkpoint_layout(path).gelu), "
-            "or pass strict=False to load it anyway.")
+            f"the {model.gelu} one; build the model with "
+            "create_model(..., gelu=tome_jax.checkpoint_layout(path).gelu), or pass strict=False to load it anyway.")
     adapted = model.adapt_state_dict(state_dict)  # the family's rules: names, MAE decoders, grids
     state_dict, ignored = adapted.state_dict, list(adapted.ignored)
     state = nnx.state(model, nnx.Param)
