@@ -212,3 +212,17 @@ def test_checkpoint_layers_import_downward():
     loader = {m for m in imports("weights") if m.startswith("tome_jax.models.")}
     assert loader == {"tome_jax.models.encoder", "tome_jax.models.weight_files", "tome_jax.models.weight_layouts",
                       "tome_jax.models.weight_rules"}
+
+
+def test_torch_and_flax_layouts_are_inverse_for_every_kernel_rank():
+    """One layout rule for loading, saving and reading workdirs: linear, conv (2-D) and tubelet (3-D) kernels."""
+    from tome_jax.models.weight_rules import to_model_layout, to_torch_layout
+
+    rng = np.random.default_rng(0)
+    for shape in ((5, 3), (8, 3, 4, 4), (8, 3, 2, 4, 4)):  # torch: [out, in], OIHW, OITHW
+        value = rng.normal(size=shape)
+        flax = to_model_layout(value, ("proj", "kernel"))
+        assert flax.shape[-2:] == (shape[1], shape[0])  # [..., in, out]
+        np.testing.assert_array_equal(to_torch_layout(flax, ("proj", "kernel")), value)
+    bias = rng.normal(size=(4,))
+    assert to_model_layout(bias, ("proj", "bias")) is bias and to_torch_layout(bias, ("proj", "bias")) is bias
