@@ -18,6 +18,7 @@ _LAZY = {  # public name -> (module, attribute or None for the module itself)
     "count_flops": ("tome_jax.models.flops", "count_flops"),
     "load_timm": ("tome_jax.models.weights", "load_timm"),
     "save_timm": ("tome_jax.models.weights", "save_timm"),
+    "checkpoint_layout": ("tome_jax.models.weights", "checkpoint_layout"),
     "CompiledForward": ("tome_jax.models.compiled", "CompiledForward"),
     "choose_r": ("tome_jax.choose", "choose_r"),
     "models": ("tome_jax.models", None),

@@ -18,7 +18,7 @@ from safetensors.numpy import load_file
 
 import tome_jax
 from tests.models.test_vit import FIXTURES, SMALL, fixture, forward, rel_err
-from tome_jax.models.weights import CheckpointMismatchError
+from tome_jax.models.weights import CheckpointLayout, CheckpointMismatchError, checkpoint_layout
 
 
 def augreg():
@@ -95,10 +95,10 @@ def test_big_vision_checkpoints_give_big_visions_logits(layout, tmp_path):
                            "opt/1/0/mu/head/kernel": np.zeros((48, 10), np.float32), "step": np.array(7)}}[layout]
     path = tmp_path / "bv.npz"
     np.savez(path, **stored)
-    model = tome_jax.create_model("vit_tiny_patch16_224", **SMALL)
-    assert model.gelu == "exact"
+    assert checkpoint_layout(path) == CheckpointLayout("big_vision", gelu="tanh")  # from the names alone
+    model = tome_jax.create_model("vit_tiny_patch16_224", **SMALL, gelu=checkpoint_layout(path).gelu)
+    assert model.gelu == "tanh"
     report = tome_jax.load_timm(model, path)  # strict: a training checkpoint's optimizer state is not read
-    assert report["gelu"] == "tanh" and model.gelu == "tanh"
     assert report["missing"] == report["unused"] == []
     assert rel_err(forward(model, jnp.asarray(images, jnp.float32)), expected) < 1e-5
     model.gelu = "exact"  # the exact GELU is measurably further from big_vision's own logits
@@ -110,8 +110,10 @@ def test_gelu_option_is_a_model_setting_and_augreg_keeps_exact_gelu():
     assert model.gelu == "tanh" and all(b.mlp.approximate for b in model.blocks)
     with pytest.raises(ValueError, match="gelu must be one of"):
         tome_jax.create_model("vit_tiny_patch16_224", **SMALL, gelu="erf")
+    assert checkpoint_layout(augreg()) == CheckpointLayout("augreg", gelu="exact")
     model = tome_jax.create_model("vit_tiny_patch16_224", **SMALL)
-    assert "gelu" not in tome_jax.load_timm(model, augreg()) and model.gelu == "exact"
+    tome_jax.load_timm(model, augreg())
+    assert model.gelu == "exact"
 
 
 class _Ref:
@@ -227,13 +229,28 @@ def test_recipe_with_big_vision_init_builds_the_tanh_model_also_when_restoring(t
     assert loop.build_model(config, load_weights=False).gelu == "exact"
 
 
+def test_eval_builds_the_model_for_the_weights_it_is_given(tmp_path):
+    """eval.py --weights: the model's GELU comes from those weights, not from the recipe's init."""
+    from configs import vit_b_tome
+    from tome_jax.train import evaluate
+
+    path = tmp_path / "bv.npz"
+    params = big_vision_params()
+    np.savez(path, **params)
+    config = vit_b_tome.get_config("runlocal")
+    config.model.update(dict(SMALL, mlp_ratio=4.0, global_pool="token"))
+    model, origin = evaluate.load_model(config, None, str(path))
+    assert model.gelu == "tanh" and origin == f"weights {path}" and config.init.weights == ""
+    np.testing.assert_array_equal(model.head.kernel[...], params["head/kernel"])
+
+
 def test_weights_on_a_bucket_load_like_local_files(tmp_path):
     """gs:// and other epath schemes, through the in-memory `memtest://` bucket of the fault tests:
-    .safetensors, .npz (today's big_vision, which also sets the tanh GELU) and a torch zip .pth."""
+    .safetensors, .npz (today's big_vision, whose names say tanh GELU) and a torch zip .pth."""
     from etils import epath
 
     from tests.train import memory_path  # noqa: F401  (registers memtest://)
-    from tome_jax.models.weights import checkpoint_gelu, read_state_dict
+    from tome_jax.models.weights import read_state_dict
 
     state = load_file(os.path.join(FIXTURES, "vit_cls.safetensors"))
     tensors = {k: _Tensor(str(i), v) for i, (k, v) in enumerate(state.items())}
@@ -251,7 +268,8 @@ def test_weights_on_a_bucket_load_like_local_files(tmp_path):
         model = tome_jax.create_model("vit_tiny_patch16_224", **SMALL)
         tome_jax.load_timm(model, f"memtest://weights/vit/{name}")
         assert rel_err(forward(model, jnp.asarray(io_["images"])), io_["logits_r0"]) < 1e-4
-    assert checkpoint_gelu("memtest://weights/vit/bv.npz") == "tanh" == checkpoint_gelu(tmp_path / "bv.npz")
+    assert checkpoint_layout("memtest://weights/vit/bv.npz").gelu == "tanh"
+    assert checkpoint_layout(tmp_path / "bv.npz").gelu == "tanh"
     local = read_state_dict(tmp_path / "bv.npz")
     remote = read_state_dict("memtest://weights/vit/bv.npz")
     assert sorted(remote) == sorted(local) and all(np.array_equal(remote[k], local[k]) for k in local)

@@ -13,22 +13,18 @@ timm's names, so `load_timm` loads them as it loads image MAE checkpoints:
 - pre-trained (`models_mae.MaskedAutoencoderViT`): the encoder's cls_token, pos_embed,
   patch_embed.proj.*, blocks.* are loaded; norm.* (the encoder's final norm, which AudioMAE's
   fine-tuning deletes), mask_token and decoder_* are ignored; fc_norm keeps its init, and so does
-  head when `skip=("head",)` asks (a pre-trained checkpoint has none).
-`AudioTransformer` only adds resampling a pos_embed along time, for another clip length.
+  head when `skip=("head",)` asks (a pre-trained checkpoint has none): the `Encoder`'s default
+  MAE pre-training rule, as for image MAE.
+`AudioTransformer` only changes how a pos_embed for another clip length is resampled: along time.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-
-import jax
-import jax.numpy as jnp
-import numpy as np
 
 from tome_jax.models.registry import register_model
 from tome_jax.models.vit import VisionTransformer
-from tome_jax.models.weights import CheckpointMismatchError
+from tome_jax.models.weight_rules import CheckpointMismatchError
 
 AUDIOSET_CLASSES = 527
 # The front end the weights expect (tome_jax.data.audio computes it): Kaldi fbank, 16 kHz, 25 ms
@@ -49,37 +45,21 @@ _SIZES = {  # name stem -> (embed_dim, depth, heads), all 16 x 16 patches
 # ----------------------------------------------------------------------------- AudioMAE weights
 
 
-def resample_pos_embed_time(pos_embed: np.ndarray, grid: tuple[int, int], num_prefix_tokens: int = 1) -> np.ndarray:
-    """[1, P + t*f, C] -> [1, P + gt*gf, C] on a (time, freq) grid with the checkpoint's frequency
-    patches equal to the model's (gf): linear along time (e.g. 1024 -> 512 frames), bicubic if gf differs
-    too. The checkpoint's grid is inferred as (n // gf, gf)."""
-    grid_t, grid_f = grid
-    prefix, patches = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
-    n, dim = patches.shape[1], patches.shape[2]
-    if n % grid_f:
-        raise CheckpointMismatchError(
-            f"pos_embed has {n} patch tokens, not a multiple of the model's {grid_f} frequency patches; "
-            "create the model with the checkpoint's num_mel_bins (img_size=(frames, mel_bins)).")
-    old = (n // grid_f, grid_f)
-    resized = jax.image.resize(jnp.asarray(patches, jnp.float32).reshape(*old, dim), (grid_t, grid_f, dim),
-                               method="linear" if old[1] == grid_f else "bicubic", antialias=True)
-    return np.concatenate([prefix, np.asarray(resized).reshape(1, grid_t * grid_f, dim)], axis=1)
-
-
 class AudioTransformer(VisionTransformer):
-    """The image ViT on spectrograms; only its position-embedding resampling differs (along time)."""
+    """The image ViT on spectrograms; only its checkpoints' grid differs: a pos_embed for another clip
+    length keeps the model's frequency rows and is resampled linearly along time (the image rule
+    assumes a square grid)."""
 
-    def adapt_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
-        """Called by `load_timm`: a pos_embed for another clip length is resampled along time (the
-        image rule assumes a square grid). AudioMAE's decoder and final norm are the generic MAE
-        pre-training rule of `load_timm`. Returns (state dict, {"resampled": [...]})."""
-        sd, resampled = dict(state_dict), []
-        expected = (1, self.num_patches + self.num_prefix_tokens, self.embed_dim)
-        if "pos_embed" in sd and np.shape(sd["pos_embed"]) != expected and np.ndim(sd["pos_embed"]) == 3:
-            sd["pos_embed"] = resample_pos_embed_time(np.asarray(sd["pos_embed"]), self.grid_size,
-                                                      self.num_prefix_tokens)
-            resampled.append("pos_embed")
-        return sd, {"resampled": resampled}
+    pos_embed_resize_method = "linear"
+
+    def checkpoint_grid(self, num_patches: int) -> tuple[int, int]:
+        """A checkpoint's (time, freq) patch grid: the model's frequency patches, the rest along time."""
+        grid_f = self.grid_size[1]
+        if num_patches % grid_f:
+            raise CheckpointMismatchError(
+                f"pos_embed has {num_patches} patch tokens, not a multiple of the model's {grid_f} frequency "
+                "patches; create the model with the checkpoint's num_mel_bins (img_size=(frames, mel_bins)).")
+        return num_patches // grid_f, grid_f
 
 
 def _register_audio_vits() -> None:

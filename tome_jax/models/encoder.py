@@ -19,6 +19,7 @@ from flax import nnx
 
 from tome_jax import merge as tome
 from tome_jax.models.attention import dot_product_attention
+from tome_jax.models.weight_rules import AdaptedStateDict, mae_pretraining_rule, timm_param_names
 from tome_jax.reduction import TokenReduction, resolve_schedule
 
 trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
@@ -294,3 +295,15 @@ class Encoder(nnx.Module):
     def head_flops(self) -> float:
         """FLOPs of one example's head; a family with a classifier overrides this."""
         return 0.0
+
+    # --- checkpoints: the family's rules, applied by load_timm ------------------------------------------
+
+    def adapt_state_dict(self, state_dict: dict[str, Any]) -> AdaptedStateDict:
+        """This family's rules for a timm-named state dict {name: array}, applied by `load_timm` before
+        the keys are matched to the parameters. A family with its own names or grids extends it with
+        `super().adapt_state_dict(...)` (weight_rules.py holds the shared pieces).
+
+        The default is the MAE pre-training rule: a checkpoint with an MAE decoder, loaded into a
+        model without one, has its decoder ignored (and its final `norm`, with `fc_norm` left at its
+        init, when the model pools with `fc_norm` instead), as the official MAE fine-tuning does."""
+        return mae_pretraining_rule(state_dict, timm_param_names(self))

@@ -9,14 +9,13 @@ merges cross frames), a size-weighted global average over the patch tokens, `fc_
 The official MAE-ST checkpoints (`cls_embed=True`) also carry a class token with its own position
 (`cls_token`, `pos_embed_class`): it is attended to, never merged and not pooled. The `.mae_st` tag
 builds that layout; plain names have no class token. `load_timm` reads the official key names
-(`blocks.i.attn.q/k/v`, the post-pool `norm`, the pre-training decoder) through
-`VideoTransformer.adapt_state_dict`.
+(`blocks.i.attn.q/k/v`, the post-pool `norm`) through `VideoTransformer.adapt_state_dict`, which
+extends the `Encoder`'s rules (a pre-training decoder is ignored, as for image MAE).
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
 from typing import Any
 
 import jax
@@ -27,6 +26,14 @@ from flax import nnx
 from tome_jax.models.encoder import Encoder, layer_norm, linear, trunc_normal
 from tome_jax.models.registry import register_model
 from tome_jax.models.vit import image_size
+from tome_jax.models.weight_rules import (
+    MAE_DECODER_KEYS,
+    AdaptedStateDict,
+    CheckpointMismatchError,
+    resample_grid,
+    resample_pos_embed,
+    timm_state_dict,
+)
 
 
 class TubeletEmbed(nnx.Module):
@@ -176,15 +183,14 @@ class VideoTransformer(Encoder):
 
     # --- official MAE-ST checkpoints -------------------------------------------------------------------
 
-    def adapt_state_dict(self, state_dict: Mapping[str, np.ndarray]) -> tuple[dict, dict]:
-        """MAE-ST names (fine-tuned or pre-trained) -> this model's, called by `load_timm`.
+    def adapt_state_dict(self, state_dict: dict[str, np.ndarray]) -> AdaptedStateDict:
+        """MAE-ST names (fine-tuned or pre-trained) -> this model's, then the shared rules.
 
-        q / k / v -> qkv; the post-pool `norm` -> `fc_norm`; the pre-training decoder (`decoder_*`,
-        `mask_token`) is dropped and reported; position embeddings are resampled to this model's grid
-        (spatial bicubic, temporal linear). Returns (state dict, {"dropped": [...], "resampled": [...]}).
+        q / k / v -> qkv; the post-pool `norm` -> `fc_norm`; then the `Encoder`'s rules (a
+        pre-training decoder, `decoder_*` and `mask_token`, is ignored); then the position tables
+        are resampled to this model's grid: `pos_embed_spatial` on its (H', W') grid (bicubic, from
+        a square one), `pos_embed_temporal` along time (linear).
         """
-        from tome_jax.models.weights import MAE_DECODER_KEYS, CheckpointMismatchError, resample_pos_embed
-
         sd = dict(state_dict)
         if "pos_embed" in sd and "pos_embed_spatial" not in sd:
             raise CheckpointMismatchError(
@@ -196,10 +202,7 @@ class VideoTransformer(Encoder):
                 f"the checkpoint {has} class token but the model was built with class_token="
                 f"{self.cls_token is not None}; official MAE-ST checkpoints (cls_embed=True) load into the "
                 "'.mae_st' tag, e.g. create_model('video_vit_large_patch16.mae_st'), or pass class_token=...")
-        dropped = sorted(k for k in sd if k.startswith(MAE_DECODER_KEYS))
-        for k in dropped:
-            del sd[k]
-        for name in [k for k in sd if k.endswith(".attn.q.weight")]:
+        for name in [k for k in sd if k.endswith(".attn.q.weight") and not k.startswith(MAE_DECODER_KEYS)]:
             prefix = name[: -len("q.weight")]
             for leaf in ("weight", "bias"):
                 parts = [sd.pop(f"{prefix}{n}.{leaf}", None) for n in "qkv"]
@@ -210,26 +213,22 @@ class VideoTransformer(Encoder):
         for leaf in ("weight", "bias"):
             if f"norm.{leaf}" in sd and f"fc_norm.{leaf}" not in sd:
                 sd[f"fc_norm.{leaf}"] = sd.pop(f"norm.{leaf}")
-        resampled = []
+        adapted = super().adapt_state_dict(sd)
         grid_t, grid_h, grid_w = self.grid_size
-        spatial = sd.get("pos_embed_spatial")
+        spatial = adapted.state_dict.get("pos_embed_spatial")
         if spatial is not None and np.shape(spatial)[1] != grid_h * grid_w:
-            sd["pos_embed_spatial"] = resample_pos_embed(np.asarray(spatial), (grid_h, grid_w), 0)
-            resampled.append("pos_embed_spatial")
-        temporal = sd.get("pos_embed_temporal")
+            adapted = adapted.with_resampled("pos_embed_spatial", resample_pos_embed(
+                np.asarray(spatial), (grid_h, grid_w), num_prefix_tokens=0))
+        temporal = adapted.state_dict.get("pos_embed_temporal")
         if temporal is not None and np.shape(temporal)[1] != grid_t:
-            dim = np.shape(temporal)[-1]
-            sd["pos_embed_temporal"] = np.asarray(jax.image.resize(
-                jnp.asarray(temporal, jnp.float32), (1, grid_t, dim), method="linear"))
-            resampled.append("pos_embed_temporal")
-        return sd, {"dropped": dropped, "resampled": resampled}
+            adapted = adapted.with_resampled("pos_embed_temporal", resample_grid(
+                np.asarray(temporal), (np.shape(temporal)[1],), (grid_t,), method="linear"))
+        return adapted
 
 
 def to_mae_st_state_dict(model: VideoTransformer) -> dict[str, np.ndarray]:
     """The model's parameters under MAE-ST's fine-tuned key names and torch layouts (q/k/v split,
     post-pool `norm`): what `models_vit.VisionTransformer.state_dict()` holds."""
-    from tome_jax.models.weights import timm_state_dict
-
     out = {}
     for name, value in timm_state_dict(model).items():
         if ".attn.qkv." in name:

@@ -12,10 +12,12 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from tome_jax.models.encoder import Encoder, layer_norm, linear, trunc_normal
 from tome_jax.models.registry import register_model
+from tome_jax.models.weight_rules import AdaptedStateDict, resample_pos_embed, square_grid
 
 
 def image_size(img_size, patch_size: int) -> tuple[int, int]:
@@ -172,6 +174,26 @@ class VisionTransformer(Encoder):
     def head_flops(self) -> float:
         heads = (self.head is not None) + (self.head_dist is not None)
         return float(heads * self.embed_dim * self.num_classes)
+
+    # --- checkpoints -----------------------------------------------------------------------------------
+
+    pos_embed_resize_method = "bicubic"  # how a checkpoint's pos_embed is resized (jax.image.resize), as timm
+
+    def checkpoint_grid(self, num_patches: int) -> tuple[int, ...]:
+        """The patch grid of a checkpoint's pos_embed with `num_patches` patch rows: square, as timm."""
+        return square_grid(num_patches, self.num_prefix_tokens)
+
+    def adapt_state_dict(self, state_dict: dict[str, np.ndarray]) -> AdaptedStateDict:
+        """The shared rules (`Encoder`), then a pos_embed [1, P + N, C] of another grid resampled onto
+        this model's (P prefix rows kept)."""
+        adapted = super().adapt_state_dict(state_dict)
+        pos_embed = adapted.state_dict.get("pos_embed")
+        if pos_embed is None or np.ndim(pos_embed) != 3 or np.shape(pos_embed) == self.pos_embed.shape:
+            return adapted
+        old_grid = self.checkpoint_grid(np.shape(pos_embed)[1] - self.num_prefix_tokens)
+        return adapted.with_resampled("pos_embed", resample_pos_embed(
+            np.asarray(pos_embed), self.grid_size, self.num_prefix_tokens, old_grid=old_grid,
+            method=self.pos_embed_resize_method))
 
 
 # ----------------------------------------------------------------------------- names (timm's)

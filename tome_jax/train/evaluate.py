@@ -22,10 +22,11 @@ from tome_jax.train.checkpoint import Checkpointer
 def load_model(config: ml_collections.ConfigDict, workdir: str | None, weights: str | None):
     """The recipe's model with weights from `weights` (timm/big_vision/... file) or else the latest
     checkpoint in `workdir` (EMA parameters when the recipe keeps them)."""
+    if weights:  # built for these weights (their GELU) and loaded as a recipe's init.weights, nothing skipped
+        config = config.copy_and_resolve_references()
+        config.init.weights, config.init.skip = weights, ()
+        return loop.build_model(config), f"weights {weights}"
     model = loop.build_model(config, load_weights=False)
-    if weights:
-        tome_jax.load_timm(model, weights)
-        return model, f"weights {weights}"
     if not workdir:
         raise ValueError("pass --workdir (a training run's directory) or --weights (a pretrained file).")
     ckpt = Checkpointer(workdir_lib.resolve(workdir) / "checkpoints", keep=1, create=False)

@@ -61,10 +61,11 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     for key in ("img_size", "init_values"):
         if isinstance(kwargs.get(key), list):
             kwargs[key] = tuple(kwargs[key])
-    if config.init.weights and "gelu" not in kwargs:  # big_vision weights: its tanh GELU, also on resume
-        from tome_jax.models.weights import checkpoint_gelu
+    if config.init.weights and "gelu" not in kwargs:  # the checkpoint's GELU (big_vision: tanh), also on resume
+        from tome_jax.models.weights import checkpoint_layout
 
-        kwargs.update({"gelu": gelu} if (gelu := checkpoint_gelu(config.init.weights)) else {})
+        if (gelu := checkpoint_layout(config.init.weights).gelu) != "exact":  # exact: every family's default
+            kwargs["gelu"] = gelu
     tome = config.tome
     kwargs["r"] = _schedule(tome.r)
     if tome.get("method") is not None:
@@ -76,10 +77,9 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     if load_weights and config.init.weights:
         # Any supported layout; a family's own checkpoints (MAE-ST, AudioMAE) adapt through its model.
         report = tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
-        dropped = report["ignored"] + report.get("dropped", [])
-        if jax.process_index() == 0 and (dropped or report["initialized"]):
-            print(f"init.weights {config.init.weights}: dropped {len(dropped)} checkpoint keys "
-                  f"(MAE decoder / final norm), fresh {report['initialized']}")
+        if jax.process_index() == 0 and (report["ignored"] or report["initialized"] or report["resampled"]):
+            print(f"init.weights {config.init.weights}: ignored {len(report['ignored'])} checkpoint keys "
+                  f"(e.g. an MAE decoder), left at init {report['initialized']}, resampled {report['resampled']}")
     return model
 
 
