@@ -44,7 +44,7 @@ def render_block(results: dict, key: str) -> str:
              table(entry["header"], entry["rows"], entry.get("align"))]
     if entry.get("notes"):
         lines += ["", *entry["notes"]]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n\n"  # a blank line ends the table before the closing marker
 
 
 def render_text(text: str, root: str = ROOT) -> str:
