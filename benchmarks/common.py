@@ -128,17 +128,15 @@ class Report:
 # ----------------------------------------------------------------------------- the recipe's train step
 
 
-def recipe_train_step(config, model, *, step: int = 20):
-    """(jitted train step, state, setup): the recipe's train step exactly as the loop builds it
-    (`tome_jax.train.state.build_train_state` + `loop.make_train_step`), at lr-schedule step `step`
-    (after warmup), nothing donated, so the same state can be passed to every call."""
-    import jax.numpy as jnp
-
+def recipe_train_step(config, model):
+    """(jitted train step, state, setup): the recipe's train step and its initial state exactly as the
+    loop builds them (`tome_jax.train.state.build_train_state` + `loop.make_train_step`), nothing
+    donated, so the same state can be passed to every timed call."""
     from tome_jax.train import loop, tasks
     from tome_jax.train.state import build_train_state
 
     setup = build_train_state(config, model, total_steps=1000, warmup_steps=10)
-    state = setup.init().replace(step=jnp.asarray(step, jnp.int32))
+    state = setup.init()
     train_step = jax.jit(loop.make_train_step(setup.graphdef, setup.rest, setup.tx, setup.schedule, config,
                                               tasks.make_task(config)))
     return train_step, state, setup
