@@ -60,8 +60,8 @@ def forward(args, report: Report) -> str:
                      f"{s.min * 1e3:.0f}", f"{s.cpu_median * 1e3:.0f}", f"{args.batch / s.median:.2f}",
                      f"{speedup:.2f}", f"{speedup / ratio:.2f}", f"{cpu_speedup:.2f}"])
     return (f"## forward: {args.model}, input [B={args.batch}, {height}, {width}, 1], float32, "
-            f"{args.repeats} interleaved rounds\n\n" + report.table("forward",
-                ["r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)", "ms (min)", "CPU ms",
+            f"{args.repeats} interleaved rounds\n\n" + report.table(
+                "forward", ["r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)", "ms (min)", "CPU ms",
                  "clips/s", "speedup", "efficiency", "CPU-time speedup"], rows))
 
 
@@ -90,8 +90,8 @@ def train_step(args, report: Report) -> str:
         rows.append([r, f"{flops[0] / flops[r]:.2f}", f"{s.median * 1e3:.0f}", f"{s.cpu_median * 1e3:.0f}",
                      f"{stats[0].median / s.median:.2f}", f"{stats[0].cpu_median / s.cpu_median:.2f}"])
     return (f"## train step: configs/audio_tome.py:runlocal model (batch {config.batch_size}, [{height}, {width}, 1]), "
-            f"{args.train_repeats} interleaved rounds\n\n" + report.table("train",
-                ["r", "FLOP ratio (fwd)", "ms/step (median)", "CPU ms", "speedup", "CPU-time speedup"], rows))
+            f"{args.train_repeats} interleaved rounds\n\n" + report.table(
+                "train", ["r", "FLOP ratio (fwd)", "ms/step (median)", "CPU ms", "speedup", "CPU-time speedup"], rows))
 
 
 def main(argv=None):

@@ -290,7 +290,8 @@ def main(args):
           f"{args.rounds} rounds; usable cores {len(os.sched_getaffinity(0))}")
     rows = bench_iterators(args, root)
     print()
-    print(report.table("iterators", ["setting", "train img/s per core", "train range", "eval img/s per core", "eval range"], rows))
+    print(report.table("iterators", ["setting", "train img/s per core", "train range", "eval img/s per core",
+                                     "eval range"], rows))
     if not args.no_stages and not args.legacy_tree:
         print()
         print(report.table("stages", ["stage (per image)", "CPU ms", "wall ms"], bench_stages(root)))

@@ -159,11 +159,12 @@ def main(argv=None):
                          fmt(speed), fmt(speed_cpu), f"{flop_ratio:.2f}"])
     print()
     print(report.table("step", ["r", "part", "s/batch wall (median [range])", "s/batch CPU", "img/s (wall)",
-                 "speedup wall", "speedup CPU", "FLOP ratio"], rows, align="rlrrrrrr"))
+                                "speedup wall", "speedup CPU", "FLOP ratio"], rows, align="rlrrrrrr"))
     m0, m1 = models[0], models[r_tome]
     print(report.note("step", f"forward GFLOPs/img: r=0 {tome_jax.count_flops(m0, r=0) / 1e9:.2f}, r={r_tome} "
-          f"{tome_jax.count_flops(m1, r=r_tome) / 1e9:.2f}; step GFLOPs/img: {step_flops(m0, 0) / 1e9:.2f} vs "
-          f"{step_flops(m1, r_tome) / 1e9:.2f}; tokens {m1.token_counts()}"))
+                      f"{tome_jax.count_flops(m1, r=r_tome) / 1e9:.2f}; step GFLOPs/img: "
+                      f"{step_flops(m0, 0) / 1e9:.2f} vs {step_flops(m1, r_tome) / 1e9:.2f}; "
+                      f"tokens {m1.token_counts()}"))
     share = [o / s for o, s in zip(derived(wall, r_tome)["optimizer"], derived(wall, r_tome)["step"])]
     print(report.note("step", f"optimizer share of the r={r_tome} step: {fmt(share, 100, 1)} %; parts sum vs step "
                       f"at r={r_tome}: " + fmt([(fb + o) / s for fb, o, s in zip(

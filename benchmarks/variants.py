@@ -283,9 +283,9 @@ def run_forward(args, report: Report):
                      f"{gf[(label, kernel, r)] / gf[(first, kernel, r)]:.2f}",
                      f"{st.median / stats[f'{label} {kernels[-1]} {r}'].median:.2f}"])
     print()
-    print(report.table("forward", ["model@img batch", "attention", "r", "ms/batch (median)", "ms (min)", "img/s", "eff. GFLOP/s",
-                 "GFLOP/CPU-s", f"GFLOP/s vs {first.split()[0]}", f"speedup of {kernels[-1]}"], rows,
-                align="lllrrrrrrr"))
+    print(report.table("forward", ["model@img batch", "attention", "r", "ms/batch (median)", "ms (min)", "img/s",
+                                   "eff. GFLOP/s", "GFLOP/CPU-s", f"GFLOP/s vs {first.split()[0]}",
+                                   f"speedup of {kernels[-1]}"], rows, align="lllrrrrrrr"))
     print(f"\n{args.repeats} interleaved rounds, medians; eff. GFLOP/s = 2 x counted FLOPs x images / wall time; "
           "GFLOP/CPU-s the same per second of process CPU time (all threads).")
 

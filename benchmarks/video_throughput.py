@@ -98,7 +98,8 @@ def train_rows(args) -> list[list]:
     model = loop.build_model(config, load_weights=False)
     model.train()
     graphdef, _, rest = split_model(model)
-    step_r = jax.jit(loop.make_train_step(graphdef, rest, setup.tx, setup.schedule, config, tasks.make_task(config)))
+    step_r = jax.jit(loop.make_train_step(graphdef, rest, setup.tx, setup.schedule, config,
+                                          tasks.make_task(config)))
     candidates[f"r={r}"] = blocking(step_r, state, batch)
     for rr in (0, r):
         meta[f"r={rr}"] = (rr, model.token_counts(rr)[-1], tome_jax.count_flops(model, r=rr))
@@ -122,12 +123,13 @@ def main(argv=None):
           f"{args.img_size} x 3, {args.dtype}; {args.repeats} interleaved rounds, medians\n")
     if args.forward:
         print("## forward")
-        print(report.table("forward", ["model", "r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)", "ms (min)",
-                     "CPU s (median)", "clips/s", "speedup", "efficiency"], forward_rows(args)), flush=True)
+        print(report.table("forward", ["model", "r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)",
+                                       "ms (min)", "CPU s (median)", "clips/s", "speedup", "efficiency"],
+                           forward_rows(args)), flush=True)
     if args.train:
         print("\n## train step (configs/video_tome.py recipe)")
         print(report.table("train", ["model", "r", "tokens out", "fwd FLOP ratio", "ms/step (median)", "ms (min)",
-                     "CPU s (median)", "clips/s", "speedup"], train_rows(args)), flush=True)
+                                     "CPU s (median)", "clips/s", "speedup"], train_rows(args)), flush=True)
     report.write(args.json)
 
 

@@ -38,7 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image", help="image file or scikit-image sample name (see --list-samples)")
     p.add_argument("--model", default="vit_base_patch16_224", help="timm model name, e.g. deit_small_patch16_224")
     p.add_argument("--weights", help="pretrained weights (timm/big_vision/MAE/torchvision file); default: random init")
-    p.add_argument("--img-size", type=parse_size, help="model input size: 224 or H,W such as 224,320 (default: the model's)")
+    p.add_argument("--img-size", type=parse_size,
+                   help="model input size: 224, or H,W such as 224,320 (default: the model's)")
     p.add_argument("--r", default="16", help="schedule: 16, 16:-1 (r:inflect) or a per-layer list 8,8,4")
     p.add_argument("--layer", type=int, help="draw the groups after this many blocks (default: all)")
     p.add_argument("--layers", help="a grid: groups after each of these layers, e.g. 1,4,8,12")
