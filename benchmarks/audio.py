@@ -6,8 +6,9 @@ paper's r=40, and the train step of the `configs/audio_tome.py:runlocal` model w
 1. forward: clips/s of the jitted forward (compile excluded, warm-up, `tome_jax.timing.time_interleaved`
    over the r values in the same rounds, block_until_ready), speedup over r=0, FLOP ratio from
    `tome_jax.count_flops`, efficiency = speedup / FLOP ratio; wall and process-CPU medians.
-2. train step (`--train-repeats` > 0): value_and_grad of the runlocal recipe's loss (sigmoid BCE) on one
-   synthetic batch, r=0 vs the recipe's r, interleaved.
+2. train step (`--train-repeats` > 0): the runlocal recipe's train step as the loop builds it
+   (`benchmarks.common.recipe_train_step`: sigmoid BCE, mixup, AdamW with layer decay) on one synthetic
+   batch, r=0 vs the recipe's r, interleaved.
 """
 
 from __future__ import annotations
@@ -20,16 +21,13 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from flax import nnx  # noqa: E402
 
 import tome_jax  # noqa: E402
 from tome_jax import runtime  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
-from benchmarks.common import machine_lines, table  # noqa: E402
+from benchmarks.common import Report, add_json_arg, recipe_train_step  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -39,10 +37,11 @@ def parse_args(argv=None):
     p.add_argument("--r", default="0,40", help="comma-separated r values; the first is the baseline")
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--train-repeats", type=int, default=5, help="0 skips the train-step comparison")
+    add_json_arg(p, "audio")
     return p.parse_args(argv)
 
 
-def forward(args) -> str:
+def forward(args, report: Report) -> str:
     model = tome_jax.create_model(args.model)
     r_values = [int(r) for r in args.r.split(",")]
     height, width = model.grid_size[0] * model.patch_size, model.grid_size[1] * model.patch_size
@@ -61,32 +60,28 @@ def forward(args) -> str:
                      f"{s.min * 1e3:.0f}", f"{s.cpu_median * 1e3:.0f}", f"{args.batch / s.median:.2f}",
                      f"{speedup:.2f}", f"{speedup / ratio:.2f}", f"{cpu_speedup:.2f}"])
     return (f"## forward: {args.model}, input [B={args.batch}, {height}, {width}, 1], float32, "
-            f"{args.repeats} interleaved rounds\n\n" + table(
-                ["r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)", "ms (min)", "CPU ms",
+            f"{args.repeats} interleaved rounds\n\n" + report.table(
+                "forward", ["r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)", "ms (min)", "CPU ms",
                  "clips/s", "speedup", "efficiency", "CPU-time speedup"], rows))
 
 
-def train_step(args) -> str:
+def train_step(args, report: Report) -> str:
     from configs.audio_tome import get_config
     from tome_jax.train.loop import build_model
 
     config = get_config("runlocal")
     r_tome = config.tome.r
     height, width = config.model.img_size
-    x = jax.random.normal(jax.random.key(0), (config.batch_size, height, width, 1))
-    y = (jax.random.uniform(jax.random.key(1), (config.batch_size, config.model.num_classes)) < 0.2).astype(jnp.float32)
+    batch = {"image": jax.random.normal(jax.random.key(0), (config.batch_size, height, width, 1)),
+             "label": (jax.random.uniform(jax.random.key(1), (config.batch_size, config.model.num_classes))
+                       < 0.2).astype(jnp.float32),
+             "mask": jnp.ones((config.batch_size,), bool)}
     candidates, flops = {}, {}
     for r in (0, r_tome):
         config.tome.r = r
         model = build_model(config)
-        model.train()
-        graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-
-        def loss(params, x, y, graphdef=graphdef, rest=rest):
-            logits = nnx.merge(graphdef, params, rest)(x)
-            return optax.sigmoid_binary_cross_entropy(logits, y).mean()
-
-        candidates[r] = blocking(jax.jit(jax.value_and_grad(loss)), params, x, y)
+        step, state, _ = recipe_train_step(config, model)
+        candidates[r] = blocking(step, state, batch)
         flops[r] = tome_jax.count_flops(model)
     stats = time_interleaved(candidates, repeats=args.train_repeats, warmup=1)
     rows = []
@@ -95,19 +90,21 @@ def train_step(args) -> str:
         rows.append([r, f"{flops[0] / flops[r]:.2f}", f"{s.median * 1e3:.0f}", f"{s.cpu_median * 1e3:.0f}",
                      f"{stats[0].median / s.median:.2f}", f"{stats[0].cpu_median / s.cpu_median:.2f}"])
     return (f"## train step: configs/audio_tome.py:runlocal model (batch {config.batch_size}, [{height}, {width}, 1]), "
-            f"{args.train_repeats} interleaved rounds\n\n" + table(
-                ["r", "FLOP ratio (fwd)", "ms/step (median)", "CPU ms", "speedup", "CPU-time speedup"], rows))
+            f"{args.train_repeats} interleaved rounds\n\n" + report.table(
+                "train", ["r", "FLOP ratio (fwd)", "ms/step (median)", "CPU ms", "speedup", "CPU-time speedup"], rows))
 
 
 def main(argv=None):
     runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
-    print("\n".join(machine_lines()))
+    report = Report()
+    print("\n".join(report.machine))
     print()
-    print(forward(args))
+    print(forward(args, report))
     if args.train_repeats > 0:
         print()
-        print(train_step(args))
+        print(train_step(args, report))
+    report.write(args.json)
 
 
 if __name__ == "__main__":

@@ -8,10 +8,18 @@ Timing rules (all benchmarks): compile excluded (every function runs `warmup` ti
 every candidate once, so a burst of load from other processes hits all of them alike instead of
 whichever was being timed at that moment. Reported: median wall time over the rounds (and the
 minimum, the least disturbed run), plus the median process CPU time.
+
+Results: every benchmark prints its tables through a `Report` and, with `--json PATH` (by convention
+benchmarks/results/NAME.json), writes the same tables as JSON with the command line, the machine and
+the date. `benchmarks/render_results.py` rewrites the marked tables of benchmarks/RESULTS.md and
+docs/*.md from those files, so a stated number is always the output of a stated command.
 """
 
 from __future__ import annotations
 
+import argparse
+import datetime
+import json
 import os
 import platform
 import shlex
@@ -60,7 +68,7 @@ def machine_lines() -> list[str]:
 
 
 def table(header: list[str], rows: list[list], align: str | None = None) -> str:
-    """A Markdown table (also readable as plain text)."""
+    """A Markdown table (also readable as plain text). The one formatter of printed and rendered tables."""
     cells = [[str(c) for c in header]] + [[str(c) for c in row] for row in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
     align = align or "l" + "r" * (len(header) - 1)
@@ -69,3 +77,66 @@ def table(header: list[str], rows: list[list], align: str | None = None) -> str:
     rule = "|" + "|".join(("-" * (w + 1) + ":") if a == "r" else ("-" * (w + 2))
                           for w, a in zip(widths, align)) + "|"
     return "\n".join([fmt(cells[0]), rule, *(fmt(r) for r in cells[1:])])
+
+
+# ----------------------------------------------------------------------------- results as JSON
+
+
+def add_json_arg(parser: argparse.ArgumentParser, name: str) -> None:
+    """`--json PATH`: also write the printed tables as JSON (see `Report`)."""
+    parser.add_argument("--json", default="", metavar="PATH",
+                        help=f"also write the tables as JSON, e.g. benchmarks/results/{name}.json "
+                             "(benchmarks/render_results.py puts them into the docs)")
+
+
+class Report:
+    """What a benchmark prints, kept to be written as JSON: the machine lines, then named tables.
+
+    `table(key, header, rows, align)` returns the Markdown it records, so the printed table and the
+    one rendered from the JSON file are the same text.
+    """
+
+    def __init__(self):
+        self.machine = machine_lines()
+        self.date = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+        self.tables: dict[str, dict] = {}
+
+    def table(self, key: str, header: list[str], rows: list[list], align: str | None = None) -> str:
+        cells = [[str(c) for c in row] for row in rows]
+        self.tables[key] = {"header": [str(h) for h in header], "rows": cells, "align": align}
+        return table(header, cells, align)
+
+    def note(self, key: str, text: str) -> str:
+        """A line printed under table `key` (rendered with it)."""
+        self.tables[key].setdefault("notes", []).append(text)
+        return text
+
+    def write(self, path: str) -> None:
+        """The JSON file: {"command", "machine", "date", "tables": {key: {header, rows, align, notes}}}."""
+        if not path:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        command = "python " + " ".join(shlex.quote(a) for a in [os.path.relpath(sys.argv[0]), *sys.argv[1:]])
+        data = {"command": command, "machine": self.machine[1:],
+                "date": self.date, "tables": self.tables}
+        with open(path, "w") as f:
+            json.dump(data, f, indent=1)
+            f.write("\n")
+        print(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- the recipe's train step
+
+
+def recipe_train_step(config, model):
+    """(jitted train step, state, setup): the recipe's train step and its initial state exactly as the
+    loop builds them (`tome_jax.train.state.build_train_state` + `loop.make_train_step`), nothing
+    donated, so the same state can be passed to every timed call."""
+    from tome_jax.train import loop, tasks
+    from tome_jax.train.state import build_train_state
+
+    setup = build_train_state(config, model, total_steps=1000, warmup_steps=10)
+    state = setup.init()
+    train_step = jax.jit(loop.make_train_step(setup.graphdef, setup.rest, setup.tx, setup.schedule, config,
+                                              tasks.make_task(config)))
+    return train_step, state, setup

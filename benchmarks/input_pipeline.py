@@ -43,6 +43,8 @@ def parse_args(argv=None):
     p.add_argument("--only", default="", help="semicolon-separated candidate names (default: all)")
     p.add_argument("--no-stages", action="store_true")
     p.add_argument("--legacy-tree", default="", help="import tome_jax from this directory first")
+    p.add_argument("--json", default="", metavar="PATH", help="also write the tables as JSON, e.g. "
+                   "benchmarks/results/input_pipeline.json (see benchmarks/common.py: add_json_arg)")
     return p.parse_args(argv)
 
 
@@ -59,7 +61,7 @@ from tome_jax import runtime  # noqa: E402
 from tome_jax import data  # noqa: E402
 from tome_jax.timing import time_interleaved  # noqa: E402
 
-from benchmarks.common import machine_lines, table  # noqa: E402
+from benchmarks.common import Report  # noqa: E402
 
 PHOTOS = ("astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "motorcycle_left.png",
           "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png")
@@ -280,17 +282,20 @@ def main(args):
     files = [os.path.join(d, f) for d, _, fs in os.walk(os.path.join(root, "train")) for f in fs]
     sizes = [os.path.getsize(f) for f in files]
     mp = [np.prod(Image.open(f).size) / 1e6 for f in files[:200]]
-    print("\n".join(machine_lines()))
+    report = Report()
+    print("\n".join(report.machine))
     print(f"package: {data.__file__}")
     print(f"files: {len(files)} JPEGs q90 in {root}, mean {np.mean(sizes) / 1e3:.0f} KB, "
           f"mean {np.mean(mp):.2f} MP; batch {args.batch}, warmup {args.warmup}, timed {args.batches} batches, "
           f"{args.rounds} rounds; usable cores {len(os.sched_getaffinity(0))}")
     rows = bench_iterators(args, root)
     print()
-    print(table(["setting", "train img/s per core", "train range", "eval img/s per core", "eval range"], rows))
+    print(report.table("iterators", ["setting", "train img/s per core", "train range", "eval img/s per core",
+                                     "eval range"], rows))
     if not args.no_stages and not args.legacy_tree:
         print()
-        print(table(["stage (per image)", "CPU ms", "wall ms"], bench_stages(root)))
+        print(report.table("stages", ["stage (per image)", "CPU ms", "wall ms"], bench_stages(root)))
+    report.write(args.json)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.reduction import TokenReduction  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
-from benchmarks.common import machine_lines, table  # noqa: E402
+from benchmarks.common import Report, add_json_arg  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -76,6 +76,7 @@ def parse_args(argv=None):
                         "(same token counts, no matching or merging): a second estimate of ToMe's cost")
     p.add_argument("--torch", default="auto", choices=["auto", "off"],
                    help="auto: time timm's ViT too when torch and timm import")
+    add_json_arg(p, "throughput")
     p.add_argument("--no-prop-attn", action="store_true", help="model.prop_attn = False")
     return p.parse_args(argv)
 
@@ -121,7 +122,7 @@ def make_torch_forward(name: str, batch: int, dtype: str, images: np.ndarray):
 # ----------------------------------------------------------------------------- throughput
 
 
-def run_throughput(model, fwds, args, images_np, dtype):
+def run_throughput(model, fwds, args, images_np, dtype, report: Report):
     """fwds: attention kernel -> CompiledForward of the model (one jit cache per kernel)."""
     rs = sorted({0, *(int(v) for v in args.r.split(",") if v.strip())})
     images = [jnp.asarray(images_np, dtype), jnp.asarray(images_np[::-1].copy(), dtype)]
@@ -178,7 +179,7 @@ def run_throughput(model, fwds, args, images_np, dtype):
     header = ["impl", "r", "tokens out", "GFLOPs/img", "FLOP ratio", "ms/batch (median)", "ms (min)",
               "img/s", "eff. GFLOP/s", "speedup vs r=0", "efficiency"]
     print()
-    print(table(header, rows, align="llrrrrrrrrr"))
+    print(report.table("throughput", header, rows, align="llrrrrrrrrr"))
     print(f"\n{args.repeats} interleaved rounds, median wall time per batch of {args.batch}; "
           f"img/s = batch / median; eff. GFLOP/s = 2 x GFLOPs/img x img/s; speedup vs r=0 of the same "
           f"kernel (PyTorch: vs the first JAX kernel). First calls (trace + compile + one run): "
@@ -212,15 +213,15 @@ def _mlp_part(block, x):
     return x + (out if block.ls2 is None else block.ls2(out))
 
 
-def run_breakdown(model, fwds, args, images_np, dtype):
+def run_breakdown(model, fwds, args, images_np, dtype, report: Report):
     """Parts timed with the last kernel of `fwds`; the attention core with every kernel."""
     kernels = list(fwds)
     kernel = kernels[-1]
     with attention_implementation(kernel):  # read when the parts are traced (first timed call)
-        return _run_breakdown(model, fwds[kernel], kernels, args, images_np, dtype)
+        return _run_breakdown(model, fwds[kernel], kernels, args, images_np, dtype, report)
 
 
-def _run_breakdown(model, fwd, kernels, args, images_np, dtype):
+def _run_breakdown(model, fwd, kernels, args, images_np, dtype, report):
     r = args.breakdown_r
     model.r = r
     batch, dim = args.batch, model.embed_dim
@@ -314,9 +315,9 @@ def _run_breakdown(model, fwd, kernels, args, images_np, dtype):
     print(f"\nBreakdown at r={r}, attention kernel {kernels[-1]} (batch {batch}, {args.dtype}; "
           f"tokens per block {counts}), "
           f"each part jitted alone at its real shapes, median of {args.breakdown_repeats} rounds:\n")
-    print(table(["part (all layers)", "ms/batch", "% of sum", "% of forward"], rows))
-    print(f"\nToMe overhead (matching + merge steps, all layers, timed whole): {overhead * 1e3:.1f} ms = "
-          f"{100 * overhead / forward:.1f}% of the r={r} forward.")
+    print(report.table("breakdown", ["part (all layers)", "ms/batch", "% of sum", "% of forward"], rows))
+    print("\n" + report.note("breakdown", f"ToMe overhead (matching + merge steps, all layers, timed whole): "
+                             f"{overhead * 1e3:.1f} ms = {100 * overhead / forward:.1f}% of the r={r} forward."))
     if args.in_context:
         drop = med["forward, free token drop"]
         print(f"In context: forward at r={r} {forward * 1e3:.0f} ms vs. the same forward with ToMe replaced "
@@ -326,7 +327,7 @@ def _run_breakdown(model, fwd, kernels, args, images_np, dtype):
                  for i in layers]
     print("\nPer layer (ms/batch; parts timed separately, so differences of parts are noisy; "
           "attention includes the core of the last kernel):\n")
-    print(table(["layer", "T in", "T out", *columns], per_layer))
+    print(report.table("per_layer", ["layer", "T in", "T out", *columns], per_layer))
     return stats
 
 
@@ -363,7 +364,8 @@ def main(argv=None):
     runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
     dtype = DTYPES[args.dtype]
-    print("\n".join(machine_lines()), flush=True)
+    report = Report()
+    print("\n".join(report.machine), flush=True)
     t0 = time.perf_counter()
     size_kw = {} if args.img_size is None else dict(img_size=args.img_size)
     model = tome_jax.create_model(args.model, dtype=None if args.dtype == "float32" else dtype, **size_kw)
@@ -381,10 +383,11 @@ def main(argv=None):
         if kernel not in IMPLEMENTATIONS:
             raise SystemExit(f"--attention: unknown kernel {kernel!r}; use {', '.join(IMPLEMENTATIONS)}.")
     fwds = {kernel: CompiledForward(model) for kernel in kernels}  # one jit cache per kernel
-    run_throughput(model, fwds, args, images_np, dtype)
+    run_throughput(model, fwds, args, images_np, dtype, report)
     if args.breakdown_r > 0:
         print("\n## Breakdown\n", flush=True)
-        run_breakdown(model, fwds, args, images_np, dtype)
+        run_breakdown(model, fwds, args, images_np, dtype, report)
+    report.write(args.json)
 
 
 if __name__ == "__main__":

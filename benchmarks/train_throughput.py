@@ -37,9 +37,8 @@ from configs import mae_finetune_tome  # noqa: E402
 from tome_jax import runtime  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 from tome_jax.train import loop, tasks  # noqa: E402
-from tome_jax.train import optimizer as optimizer_lib  # noqa: E402
 
-from benchmarks.common import machine_lines, table  # noqa: E402
+from benchmarks.common import Report, add_json_arg, recipe_train_step  # noqa: E402
 
 PARTS = ("step", "forward", "fwd+bwd", "optimizer")
 
@@ -53,6 +52,7 @@ def parse_args(argv=None):
     p.add_argument("--r", type=int, default=-1, help="r to compare with 0 (default: the paper's for the variant)")
     p.add_argument("--trials", type=int, default=3, help="independent interleaved measurements")
     p.add_argument("--repeats", type=int, default=3, help="interleaved rounds per trial (median per trial)")
+    add_json_arg(p, "train_throughput")
     return p.parse_args(argv)
 
 
@@ -71,14 +71,9 @@ def build(config, r, batch):
     """Compiled step and parts at schedule r: {part: zero-arg blocking callable}, the model."""
     config.tome.r = r
     model = loop.build_model(config, load_weights=False)
-    model.train()
+    train_step, state, setup = recipe_train_step(config, model)
     task = tasks.make_task(config)
-    graphdef, params, rest = loop.split_model(model)
-    tx, schedule = optimizer_lib.make_optimizer(
-        config.optimizer, params, layer_ids=model.layer_ids(params), depth=model.depth,
-        decay_mask=model.weight_decay_mask(params), total_steps=1000, warmup_steps=10)
-    state = loop.TrainState(step=jnp.asarray(20, jnp.int32), params=params, opt_state=tx.init(params), ema_params={})
-    train_step = jax.jit(loop.make_train_step(graphdef, rest, tx, schedule, config, task))
+    graphdef, rest, tx, params = setup.graphdef, setup.rest, setup.tx, state.params
 
     def loss_fn(params, batch):  # the train step's loss, as in loop.make_train_step
         model = nnx.merge(graphdef, params, jax.tree.map(lambda v: v, rest))
@@ -110,7 +105,8 @@ def build(config, r, batch):
 def main(argv=None):
     runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
-    print("\n".join(machine_lines()))
+    report = Report()
+    print("\n".join(report.machine))
     config = mae_finetune_tome.get_config("runlocal" if args.runlocal else f"variant={args.variant}")
     config.model.dtype = args.dtype
     args.batch = args.batch or (config.batch_size if args.runlocal else 8)
@@ -162,17 +158,19 @@ def main(argv=None):
                          f"{statistics.median([args.batch / x for x in w[part]]):.2f}" if part == "step" else "",
                          fmt(speed), fmt(speed_cpu), f"{flop_ratio:.2f}"])
     print()
-    print(table(["r", "part", "s/batch wall (median [range])", "s/batch CPU", "img/s (wall)",
-                 "speedup wall", "speedup CPU", "FLOP ratio"], rows, align="rlrrrrrr"))
+    print(report.table("step", ["r", "part", "s/batch wall (median [range])", "s/batch CPU", "img/s (wall)",
+                                "speedup wall", "speedup CPU", "FLOP ratio"], rows, align="rlrrrrrr"))
     m0, m1 = models[0], models[r_tome]
-    print(f"\nforward GFLOPs/img: r=0 {tome_jax.count_flops(m0, r=0) / 1e9:.2f}, r={r_tome} "
-          f"{tome_jax.count_flops(m1, r=r_tome) / 1e9:.2f}; step GFLOPs/img: {step_flops(m0, 0) / 1e9:.2f} vs "
-          f"{step_flops(m1, r_tome) / 1e9:.2f}; tokens {m1.token_counts()}")
+    print(report.note("step", f"forward GFLOPs/img: r=0 {tome_jax.count_flops(m0, r=0) / 1e9:.2f}, r={r_tome} "
+                      f"{tome_jax.count_flops(m1, r=r_tome) / 1e9:.2f}; step GFLOPs/img: "
+                      f"{step_flops(m0, 0) / 1e9:.2f} vs {step_flops(m1, r_tome) / 1e9:.2f}; "
+                      f"tokens {m1.token_counts()}"))
     share = [o / s for o, s in zip(derived(wall, r_tome)["optimizer"], derived(wall, r_tome)["step"])]
-    print(f"optimizer share of the r={r_tome} step: {fmt(share, 100, 1)} %; parts sum vs step at r={r_tome}: "
-          + fmt([(fb + o) / s for fb, o, s in zip(derived(wall, r_tome)["fwd+bwd"], derived(wall, r_tome)["optimizer"],
-                                                   derived(wall, r_tome)["step"])]))
-
+    print(report.note("step", f"optimizer share of the r={r_tome} step: {fmt(share, 100, 1)} %; parts sum vs step "
+                      f"at r={r_tome}: " + fmt([(fb + o) / s for fb, o, s in zip(
+                          derived(wall, r_tome)["fwd+bwd"], derived(wall, r_tome)["optimizer"],
+                          derived(wall, r_tome)["step"])])))
+    report.write(args.json)
 
 if __name__ == "__main__":
     main()

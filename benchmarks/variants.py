@@ -3,17 +3,13 @@
     python benchmarks/variants.py --part tome --model vit_base_patch16_224 --batch 16 --r 16
     python benchmarks/variants.py --part attention --model vit_base_patch16_224 --batch 16
 
-`--part tome`: one ToMe step (matching + `merge_wavg`, optionally + `merge_source`) per variant:
-  library               tome_jax.merge as it is now
-  v0                    the first implementation: jnp.argmax, full argsort (+ sort of the
-                        unmerged), strided split of x, gather + scatter + concat, values and sizes
-                        concatenated into one [B, T, C + 1] merge
-  same indices          the library's formulation, rebuilt here (the baseline of the next rows)
-  argsort + sort        full argsort of the edges instead of top_k (class-token case)
-  jnp.argmax            instead of the library's max + first-index-of-max
-  one-hot matmul        the scatter of the src rows as a one-hot matmul
+`--part tome`: one ToMe step (matching + `merge_wavg`, optionally + `merge_source`) per variant,
+each built from the public API (`tome_jax.merge`: `bipartite_plan`, `apply_plan`, `keep_rows`):
+  library               bipartite_soft_matching + merge_wavg, as the models call them
+  apply_plan            the same plan applied with `apply_plan` directly (the baseline of the next rows)
+  one-hot matmul        the scatter of the merged rows as a one-hot matmul
   segment_sum           the whole merge as one segment_sum over all B x T rows
-  concatenated          values and sizes concatenated into one merge (as v0)
+  concatenated          values and sizes concatenated into one [B, T, C + 1] merge
 with `--trace-source`, also values, sizes and sources in one "sum" merge (sources are 0/1 and
 disjoint, so their "amax" equals their "sum").
 `--part attention`: `jax.nn.dot_product_attention` on [B, T, H, D] (the first implementation)
@@ -53,95 +49,43 @@ from tome_jax import runtime  # noqa: E402
 from tome_jax import merge as tome  # noqa: E402
 from tome_jax.models.flops import token_counts  # noqa: E402
 
-from tome_jax.models.attention import attention_implementation  # noqa: E402
+from tome_jax.models.attention import attention_implementation, dot_product_attention  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
-from benchmarks.common import machine_lines, table  # noqa: E402
+from benchmarks.common import Report, add_json_arg  # noqa: E402
 
 
 # ----------------------------------------------------------------------------- ToMe variants
 
 
-def _scores(metric, class_token, distill_token):
-    metric = tome._normalize(metric)
-    scores = tome._similarity(metric[:, ::2], metric[:, 1::2])
-    if class_token:
-        scores = scores.at[:, 0, :].set(-jnp.inf)
-    if distill_token:
-        scores = scores.at[:, :, 0].set(-jnp.inf)
-    return scores
+def _rows(x, idx):
+    """Rows of x [B, T, C] at idx [B, n] -> [B, n, C]."""
+    return jnp.take_along_axis(x, idx[..., None], axis=1)
 
 
-def v0_matching(metric, r, class_token=False, distill_token=False):
-    """The first implementation of bipartite_soft_matching (argsort, split/gather/scatter/concat)."""
-    batch, tokens, _ = metric.shape
-    r = min(r, (tokens - int(class_token) - int(distill_token)) // 2)
-    scores = _scores(metric, class_token, distill_token)
-    node_max, node_idx = scores.max(axis=-1), scores.argmax(axis=-1)
-    edge_idx = jnp.argsort(-node_max, axis=-1, stable=True)
-    unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
-    dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
-    if class_token:
-        unm_idx = jnp.sort(unm_idx, axis=-1)
-
-    def merge(x, mode="mean"):
-        src, dst = x[:, ::2], x[:, 1::2]
-        unm = tome._gather(src, unm_idx)
-        dst = tome._scatter_reduce(dst, dst_idx, tome._gather(src, src_idx), mode)
-        if distill_token:
-            return jnp.concatenate([unm[:, :1], dst[:, :1], unm[:, 1:], dst[:, 1:]], axis=1)
-        return jnp.concatenate([unm, dst], axis=1)
-
-    return merge, None
-
-
-def _indices(metric, r, class_token, sort="top_k", argmax="max_min"):
-    """(out_rows, src_rows, dst_pos) as the library computes them, or with the sort done by a full
-    argsort (sort="argsort") or the argmax by jnp.argmax (argmax="argmax")."""
-    batch, tokens, _ = metric.shape
-    r = min(r, (tokens - int(class_token)) // 2)
-    num_a, num_b, num_unm = (tokens + 1) // 2, tokens // 2, (tokens + 1) // 2 - r
-    scores = _scores(metric, class_token, False)
-    if argmax == "argmax":
-        node_max, node_idx = scores.max(axis=-1), scores.argmax(axis=-1)
-    else:
-        node_max, node_idx = tome._max_argmax(scores)
-    if class_token and sort == "top_k":
-        src_idx = jax.lax.top_k(node_max, r)[1]
-        is_src = (src_idx[..., None] == jnp.arange(num_a)).any(axis=-2)
-        unm_idx = jnp.sort(jnp.where(is_src, num_a, jnp.arange(num_a)), axis=-1)[:, :num_unm]
-    else:
-        edge_idx = jnp.argsort(-node_max, axis=-1, stable=True)
-        unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
-        if class_token:
-            unm_idx = jnp.sort(unm_idx, axis=-1)
-    dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
-    b_rows = jnp.broadcast_to(2 * jnp.arange(num_b) + 1, (batch, num_b))
-    return jnp.concatenate([2 * unm_idx, b_rows], axis=1), 2 * src_idx, num_unm + dst_idx
-
-
-def _sum_merge_fn(kind, metric, r, class_token, **index_options):
-    """A "sum"-only merge(x) from the library's indices (or a variant's), with a given scatter."""
-    out_rows, src_rows, dst_pos = _indices(metric, r, class_token, **index_options)
+def _sum_merge_fn(kind, metric, r, class_token):
+    """A "sum"-only merge(x) from the library's plan (`tome_jax.merge.bipartite_plan`), with the
+    scatter of the merged rows done another way."""
+    plan = tome.bipartite_plan(metric, r, class_token)
     batch, tokens = metric.shape[:2]
-    t_out = out_rows.shape[1]
 
     def merge(x, mode="sum"):
         assert mode == "sum"
-        if kind == "gather":
-            return tome._scatter_reduce(tome._gather(x, out_rows), dst_pos, tome._gather(x, src_rows), "sum")
+        if kind == "plan":
+            return tome.apply_plan(plan, x, "sum")
         if kind == "onehot":
-            onehot = jax.nn.one_hot(dst_pos, t_out, dtype=x.dtype)  # [B, r, T']
-            return tome._gather(x, out_rows) + jnp.einsum(
-                "bro,brc->boc", onehot, tome._gather(x, src_rows), precision=jax.lax.Precision.HIGHEST)
+            onehot = jax.nn.one_hot(plan.dst_pos, plan.num_out, dtype=x.dtype)  # [B, r, T']
+            return tome.keep_rows(plan, x) + jnp.einsum(
+                "bro,brc->boc", onehot, _rows(x, plan.src_rows), precision=jax.lax.Precision.HIGHEST)
         if kind == "segment_sum":
             # Output slot of every input token, then one segment_sum over the flattened batch.
             rows = jnp.arange(batch)[:, None]
-            slot = jnp.zeros((batch, tokens), out_rows.dtype).at[rows, out_rows].set(jnp.arange(t_out))
-            slot = slot.at[rows, src_rows].set(dst_pos) + rows * t_out
-            merged = jax.ops.segment_sum(x.reshape(batch * tokens, -1), slot.reshape(-1), batch * t_out)
-            return merged.reshape(batch, t_out, -1)
+            slot = jnp.zeros((batch, tokens), plan.out_rows.dtype).at[rows, plan.out_rows].set(
+                jnp.arange(plan.num_out))
+            slot = slot.at[rows, plan.src_rows].set(plan.dst_pos) + rows * plan.num_out
+            merged = jax.ops.segment_sum(x.reshape(batch * tokens, -1), slot.reshape(-1), batch * plan.num_out)
+            return merged.reshape(batch, plan.num_out, -1)
         raise ValueError(kind)
 
     return merge
@@ -165,29 +109,19 @@ def tome_steps(r, class_token, trace_source):
         source = tome.merge_source(merge, x, source) if trace_source else None
         return (*tome.merge_wavg(merge, x, size), source)
 
-    def v0(x, metric, size, source):
-        merge, _ = v0_matching(metric, r, class_token)
-        source = merge(source, "amax") if trace_source else None
-        return (*_wavg_concat(merge, x, size), source)
-
-    def with_merge(kind, wavg=_wavg_separate, **index_options):
+    def with_merge(kind, wavg=_wavg_separate):
         def step(x, metric, size, source):
-            merge = _sum_merge_fn(kind, metric, r, class_token, **index_options)
+            merge = _sum_merge_fn(kind, metric, r, class_token)
             source = merge(source) if trace_source else None
             return (*wavg(merge, x, size), source)
         return step
 
-    steps = {"library": library, "v0 (first implementation)": v0,
-             "same indices, recomputed here": with_merge("gather")}
-    if class_token:
-        steps["argsort + sort instead of top_k + sort"] = with_merge("gather", sort="argsort")
-    steps["jnp.argmax instead of max + min"] = with_merge("gather", argmax="argmax")
-    steps["one-hot matmul scatter"] = with_merge("onehot")
-    steps["segment_sum merge"] = with_merge("segment_sum")
-    steps["values+sizes concatenated"] = with_merge("gather", wavg=_wavg_concat)
+    steps = {"library": library, "apply_plan, sums (no input checks)": with_merge("plan"),
+             "one-hot matmul scatter": with_merge("onehot"), "segment_sum merge": with_merge("segment_sum"),
+             "values+sizes concatenated": with_merge("plan", wavg=_wavg_concat)}
     if trace_source:
         def fused_source(x, metric, size, source):
-            merge = _sum_merge_fn("gather", metric, r, class_token)
+            merge = _sum_merge_fn("plan", metric, r, class_token)
             c = x.shape[-1]
             merged = merge(jnp.concatenate([x * size, size, source], axis=-1))
             size = merged[..., c:c + 1]
@@ -196,7 +130,7 @@ def tome_steps(r, class_token, trace_source):
     return steps
 
 
-def run_tome(model, args):
+def run_tome(model, args, report: Report):
     batch, dim = args.batch, model.embed_dim
     head_dim = dim // model.blocks[0].attn.num_heads
     counts = token_counts(model, args.r)
@@ -237,7 +171,7 @@ def run_tome(model, args):
              f"{wall * 1e3:.1f}", f"{cpu * 1e3:.1f}", f"{wall / base:.2f}"]
             for name, (wall, cpu) in totals.items()]
     print()
-    print(table(["variant (all same outputs)", f"layer {layers[0][0]} ms", "(cpu ms)", "all layers ms",
+    print(report.table("tome", ["variant (all same outputs)", f"layer {layers[0][0]} ms", "(cpu ms)", "all layers ms",
                  "(cpu ms)", "time / library"], rows))
 
 
@@ -264,29 +198,21 @@ def attention_variants(num_heads):
             logits = logits + bias_of(size)
         return jnp.einsum("bhqk,bkhd->bqhd", jax.nn.softmax(logits, axis=-1), v).reshape(x.shape)
 
-    def library(x, w, b, size):
-        from tome_jax.models.attention import dot_product_attention as _attention
-        batch, tokens, dim = x.shape
-        q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
-        return _attention(q, k, v, bias_of(size)).transpose(0, 2, 1, 3).reshape(x.shape)
-
     def kernel(name):
-        from tome_jax.models import attention as _attention_module
-
         def fn(x, w, b, size):
             batch, tokens, dim = x.shape
             q, k, v = (x @ w + b).reshape(batch, tokens, 3, num_heads, dim // num_heads).transpose(2, 0, 3, 1, 4)
-            out = _attention_module.dot_product_attention(q, k, v, bias_of(size), implementation=name)
+            out = dot_product_attention(q, k, v, bias_of(size), implementation=name)
             return out.transpose(0, 2, 1, 3).reshape(x.shape)
         return fn
 
-    return {"library (auto kernel, [B, H, T, D])": library, "einsum-softmax, [B, T, H, D]": einsum_bthd,
+    return {"library (auto kernel, [B, H, T, D])": kernel(None), "einsum-softmax, [B, T, H, D]": einsum_bthd,
             "jax.nn.dot_product_attention, [B, T, H, D]": dpa_bthd,
             "kernel batched (all heads' logits at once)": kernel("batched"),
             "kernel head_loop (a few heads per step)": kernel("head_loop")}
 
 
-def run_attention(model, args):
+def run_attention(model, args, report: Report):
     batch, dim, heads = args.batch, model.embed_dim, model.blocks[0].attn.num_heads
     counts = token_counts(model, args.r)
     rng = np.random.default_rng(0)
@@ -314,13 +240,13 @@ def run_attention(model, args):
              f"{totals[n] * 1e3:.0f}", f"{totals[n] / base:.2f}"] for n in variants]
     print(f"\nAttention (qkv projection + attention, bias from sizes after the first merge), batch {batch}, "
           f"dim {dim}, {heads} heads, r={args.r} token counts {counts[:-1]}:\n")
-    print(table(["variant", f"T={first} ms", "(cpu ms)", "all layers ms", "time / library"], rows))
+    print(report.table("attention", ["variant", f"T={first} ms", "(cpu ms)", "all layers ms", "time / library"], rows))
 
 
 # ----------------------------------------------------------------------------- whole forwards
 
 
-def run_forward(args):
+def run_forward(args, report: Report):
     kernels = [k.strip() for k in args.attention.split(",") if k.strip()]
     rs = sorted({int(v) for v in str(args.r_list).split(",") if v.strip()})
     models, candidates, flops = {}, {}, {}
@@ -357,9 +283,9 @@ def run_forward(args):
                      f"{gf[(label, kernel, r)] / gf[(first, kernel, r)]:.2f}",
                      f"{st.median / stats[f'{label} {kernels[-1]} {r}'].median:.2f}"])
     print()
-    print(table(["model@img batch", "attention", "r", "ms/batch (median)", "ms (min)", "img/s", "eff. GFLOP/s",
-                 "GFLOP/CPU-s", f"GFLOP/s vs {first.split()[0]}", f"speedup of {kernels[-1]}"], rows,
-                align="lllrrrrrrr"))
+    print(report.table("forward", ["model@img batch", "attention", "r", "ms/batch (median)", "ms (min)", "img/s",
+                                   "eff. GFLOP/s", "GFLOP/CPU-s", f"GFLOP/s vs {first.split()[0]}",
+                                   f"speedup of {kernels[-1]}"], rows, align="lllrrrrrrr"))
     print(f"\n{args.repeats} interleaved rounds, medians; eff. GFLOP/s = 2 x counted FLOPs x images / wall time; "
           "GFLOP/CPU-s the same per second of process CPU time (all threads).")
 
@@ -379,13 +305,17 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=15)
     p.add_argument("--trace-source", action="store_true")
     p.add_argument("--first-layer-only", action="store_true", help="time only the first (largest) layer")
+    add_json_arg(p, "variants_PART")
     args = p.parse_args(argv)
-    print("\n".join(machine_lines()), flush=True)
+    report = Report()
+    print("\n".join(report.machine), flush=True)
     if args.part == "forward":
-        return run_forward(args)
+        run_forward(args, report)
+        return report.write(args.json)
     size_kw = {} if args.img_size is None else dict(img_size=args.img_size)
     model = tome_jax.create_model(args.model, r=args.r, **size_kw)
-    (run_tome if args.part == "tome" else run_attention)(model, args)
+    (run_tome if args.part == "tome" else run_attention)(model, args, report)
+    report.write(args.json)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import tome_jax  # noqa: E402
-from benchmarks.common import machine_lines, table  # noqa: E402
+from benchmarks.common import Report, add_json_arg, recipe_train_step  # noqa: E402
 from tome_jax import runtime  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
@@ -46,6 +46,7 @@ def parse_args(argv=None):
     p.add_argument("--train-batch", type=int, default=1)
     p.add_argument("--dtype", default="float32", choices=sorted(DTYPES))
     p.add_argument("--repeats", type=int, default=3)
+    add_json_arg(p, "video_throughput")
     return p.parse_args(argv)
 
 
@@ -80,32 +81,27 @@ def forward_rows(args) -> list[list]:
 def train_rows(args) -> list[list]:
     from configs.video_tome import get_config
     from tome_jax.train import loop, tasks
-    from tome_jax.train import optimizer as optimizer_lib
+    from tome_jax.train.state import split_model
 
     (name, r), = _pairs(args.train)
     batch = {"image": jax.random.normal(jax.random.key(1), (args.train_batch, args.frames, args.img_size,
                                                             args.img_size, 3), DTYPES[args.dtype]),
              "label": jnp.arange(args.train_batch, dtype=jnp.int32) % 400,
              "mask": jnp.ones((args.train_batch,), bool)}
-    # One model and one train state for both r (the parameters do not depend on r): half the memory.
     config = get_config("r=0")
     config.model_name = name
     config.model.update(dict(num_frames=args.frames, img_size=args.img_size, dtype=args.dtype))
+    # One train state for both r (the parameters do not depend on r): half the optimizer memory.
+    step0, state, setup = recipe_train_step(config, loop.build_model(config, load_weights=False))
+    candidates, meta = {"r=0": blocking(step0, state, batch)}, {}
+    config.tome.r = r
     model = loop.build_model(config, load_weights=False)
     model.train()
-    _, params, _ = loop.split_model(model)
-    tx, schedule = optimizer_lib.make_optimizer(
-        config.optimizer, params, layer_ids=model.layer_ids(params), depth=model.depth,
-        decay_mask=model.weight_decay_mask(params), total_steps=1000, warmup_steps=10)
-    state = loop.TrainState(step=jnp.ones((), jnp.int32) * 20, params=params, opt_state=tx.init(params),
-                            ema_params={})
-    candidates, meta = {}, {}
+    graphdef, _, rest = split_model(model)
+    step_r = jax.jit(loop.make_train_step(graphdef, rest, setup.tx, setup.schedule, config,
+                                          tasks.make_task(config)))
+    candidates[f"r={r}"] = blocking(step_r, state, batch)
     for rr in (0, r):
-        model.r = rr
-        config.tome.r = rr
-        graphdef, _, rest = loop.split_model(model)
-        step = jax.jit(loop.make_train_step(graphdef, rest, tx, schedule, config, tasks.make_task(config)))
-        candidates[f"r={rr}"] = blocking(step, state, batch)
         meta[f"r={rr}"] = (rr, model.token_counts(rr)[-1], tome_jax.count_flops(model, r=rr))
     stats = time_interleaved(candidates, repeats=args.repeats, warmup=1)
     rows = []
@@ -121,17 +117,20 @@ def train_rows(args) -> list[list]:
 def main(argv=None):
     runtime.configure()  # allocator, quiet logs, compilation cache (as train.py)
     args = parse_args(argv)
-    print("\n".join(machine_lines()))
+    report = Report()
+    print("\n".join(report.machine))
     print(f"clips: batch {args.batch} (train {args.train_batch}) x {args.frames} x {args.img_size} x "
           f"{args.img_size} x 3, {args.dtype}; {args.repeats} interleaved rounds, medians\n")
     if args.forward:
         print("## forward")
-        print(table(["model", "r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)", "ms (min)",
-                     "CPU s (median)", "clips/s", "speedup", "efficiency"], forward_rows(args)), flush=True)
+        print(report.table("forward", ["model", "r", "tokens out", "GFLOPs/clip", "FLOP ratio", "ms/batch (median)",
+                                       "ms (min)", "CPU s (median)", "clips/s", "speedup", "efficiency"],
+                           forward_rows(args)), flush=True)
     if args.train:
         print("\n## train step (configs/video_tome.py recipe)")
-        print(table(["model", "r", "tokens out", "fwd FLOP ratio", "ms/step (median)", "ms (min)",
-                     "CPU s (median)", "clips/s", "speedup"], train_rows(args)), flush=True)
+        print(report.table("train", ["model", "r", "tokens out", "fwd FLOP ratio", "ms/step (median)", "ms (min)",
+                                     "CPU s (median)", "clips/s", "speedup"], train_rows(args)), flush=True)
+    report.write(args.json)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ def get_config(arg=None):
 
     config.task = "multilabel"  # sigmoid cross-entropy, mAP
 
-    # ToMe r=40 on 513 tokens: 513 -> 473 -> ... -> 33 (paper's audio setting), trained with merging,
+    # ToMe r=40 on 513 tokens: 513 -> 473 -> ... -> 73 -> 37 (paper's audio setting), trained with merging,
     # no proportional attention (MAE-style model).
     config.tome = ml_collections.ConfigDict(dict(r=40 if arg.r < 0 else arg.r, method="bipartite",
                                                  prop_attn=False))

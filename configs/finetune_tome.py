@@ -5,8 +5,9 @@ r"""Fine-tune pretrained weights with ToMe (MAE fine-tuning recipe of the ToMe p
   python train.py --config configs/finetune_tome.py:model=vit_base_patch16_224,r=13 ...  # AugReg/timm weights
 
 Any weights `tome_jax.load_timm` reads work (timm, big_vision/AugReg .npz, MAE, torchvision); the
-classifier head is re-initialized when its class count differs (`init.skip`). MAE models average-pool
-and train without proportional attention; the `.mae` tag sets that.
+classifier head always starts fresh (`init.skip=("head",)`: the checkpoint's head is not loaded, whatever
+its class count). MAE models average-pool and train without proportional attention; the `.mae` tag sets
+that.
 """
 
 from ml_collections.config_dict import placeholder

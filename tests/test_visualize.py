@@ -1,11 +1,15 @@
 """Merge visualizations: groups from the source, drawing, image input, clips, command line."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
 import tome_jax
 from tome_jax import visualize as vis
+from tome_jax.visualize import cli
 from tome_jax.models.flops import token_counts
 
 TINY = dict(img_size=32, patch_size=4, embed_dim=32, depth=3, num_heads=2, num_classes=10)  # 64 patches
@@ -127,8 +131,36 @@ def test_command_line(tmp_path, capsys):
     out = tmp_path / "merged.png"
     args = ["--image", "chelsea", "--model", "vit_tiny_patch16_224", "--img-size", "32", "--r", "8",
             "--out", str(out)]
-    assert vis.main(args) == 0
+    assert cli.main(args) == 0
     assert Image.open(out).size == (64, 64)  # 32x32 at --scale 2
     assert "groups; wrote" in capsys.readouterr().out
-    assert vis.main(["--image", "no_such_sample", "--out", str(out)]) == 2
+    assert cli.main(["--image", "no_such_sample", "--out", str(out)]) == 2
     assert "astronaut" in capsys.readouterr().err
+
+
+def test_non_square_image_and_grid():
+    # draw_groups on a 2 x 3 patch grid of a 16 x 24 image: each patch's pixels get its group's colour.
+    image = np.random.default_rng(0).integers(0, 256, (16, 24, 3), dtype=np.uint8)
+    labels = np.array([[0, 0, 1], [2, 1, 1]])
+    drawn = vis.draw_groups(image, labels, outline=None)
+    assert drawn.shape == (16, 24, 3)
+    group1 = np.concatenate([image[:8, 16:].reshape(-1, 3), image[8:, 8:].reshape(-1, 3)])
+    assert np.all(drawn[:8, 16:] == np.round(group1.astype(float).mean(axis=0)))
+    assert np.all(drawn[8:, :8] == np.round(image[8:, :8].reshape(-1, 3).astype(float).mean(axis=0)))
+    # A model with a 32 x 48 input (8 x 12 patches): the picture keeps that shape, every patch in one group.
+    model = tome_jax.create_model("vit_tiny_patch16_224", r=8, **{**TINY, "img_size": (32, 48)})
+    merged = vis.merged_image(model, "astronaut")  # 512 x 512: centre-cropped to 2:3, then resized
+    assert merged.image.shape == merged.picture.shape == (32, 48, 3)
+    assert merged.labels.shape == (8, 12)
+    assert merged.num_tokens == token_counts(model)[-1] - model.num_prefix_tokens
+    assert any("centre-cropped 512x512 to 341x512" in note for note in merged.notes)
+
+
+def test_library_reachable_from_the_package_without_the_command_line():
+    assert tome_jax.visualize is vis and tome_jax.visualize.draw_groups is vis.draw_groups
+    code = ("import sys, tome_jax; tome_jax.visualize.draw_groups; "
+            "assert 'tome_jax.visualize.cli' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    listed = subprocess.run([sys.executable, "-m", "tome_jax.visualize", "--list-samples"], check=True,
+                            capture_output=True, text=True).stdout.split()
+    assert listed == list(vis.SAMPLES)  # python -m tome_jax.visualize runs the command line

@@ -25,6 +25,7 @@ _LAZY = {  # public name -> (module, attribute or None for the module itself)
     "data": ("tome_jax.data", None),
     "train": ("tome_jax.train", None),
     "timing": ("tome_jax.timing", None),
+    "visualize": ("tome_jax.visualize", None),
 }
 __all__ = sorted(_LAZY)
 

@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from typing import Any
 
-import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -31,16 +29,9 @@ from tome_jax.train import sharding as sharding_lib
 from tome_jax.train import preemption, resume, tasks
 from tome_jax.train import workdir as workdir_lib
 from tome_jax.train.metrics import MetricWriter
+from tome_jax.train.state import TrainState, build_train_state
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-
-
-@flax.struct.dataclass
-class TrainState:
-    step: jax.Array
-    params: Any
-    opt_state: Any
-    ema_params: Any  # {} when EMA is off
 
 
 # ----------------------------------------------------------------------------- building blocks
@@ -86,11 +77,6 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
 def _schedule(r):
     """ConfigDict turns tuples into tuples and lists into lists: both are valid ToMe schedules."""
     return list(r) if isinstance(r, list) else r
-
-
-def split_model(model: nnx.Module):
-    """(graphdef, params, rest): rest holds the RNG streams, re-seeded every step."""
-    return nnx.split(model, nnx.Param, ...)
 
 
 def normalized(batch: dict, data_cfg: data_lib.DataConfig) -> dict:
@@ -189,32 +175,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
     evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, normalized(batch, data_cfg)))
     model.eval()
     eval_fn, _, eval_rest = evaluator.compiled()
-    model.train()
-    graphdef, params, rest = split_model(model)
-    tx, schedule = optimizer_lib.make_optimizer(
-        config.optimizer, params, layer_ids=model.layer_ids(params), depth=model.depth,
-        decay_mask=model.weight_decay_mask(params), total_steps=total_steps, warmup_steps=warmup_steps)
+    setup = build_train_state(config, model, total_steps=total_steps, warmup_steps=warmup_steps, mesh=mesh)
 
-    def init_state(params):
-        ema = jax.tree.map(lambda p: p.astype(jnp.float32), params) if config.optimizer.ema_decay > 0 else {}
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), ema_params=ema)
-
-    abstract = jax.eval_shape(init_state, params)
-    shardings = sharding_lib.state_shardings(mesh, abstract)
-    abstract = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-
-    ckpt = resume.open_checkpoints(workdir, abstract, keep=config.keep_checkpoints)
+    ckpt = resume.open_checkpoints(workdir, setup.abstract, keep=config.keep_checkpoints)
     train_iter = iter(train_ds)
-    latest, state = resume.restore_or_init(ckpt, abstract, train_iter,
-                                           lambda: jax.jit(init_state, out_shardings=shardings)(params))
-    del params
+    latest, state = resume.restore_or_init(ckpt, setup.abstract, train_iter, setup.init)
     resume.check_config(workdir, config, ckpt, latest)
     if (finished := resume.finished_summary(workdir, latest, total_steps)) is not None:
         ckpt.close()
         return finished
 
-    train_step = jax.jit(make_train_step(graphdef, rest, tx, schedule, config, task, data_cfg),
-                         in_shardings=(shardings, batch_sharding), out_shardings=(shardings, None),
+    train_step = jax.jit(make_train_step(setup.graphdef, setup.rest, setup.tx, setup.schedule, config, task,
+                                         data_cfg),
+                         in_shardings=(setup.shardings, batch_sharding), out_shardings=(setup.shardings, None),
                          donate_argnums=0)
     step = int(state.step)
     writer = MetricWriter(workdir, resume_step=latest)

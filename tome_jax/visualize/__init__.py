@@ -1,14 +1,13 @@
-r"""See what ToMe merged: the final token groups drawn on an image or on every frame of a clip.
+"""See what ToMe merged: the final token groups drawn on an image or on every frame of a clip.
 
-    python -m tome_jax.visualize --image astronaut --model vit_base_patch16_224 --r 16 --out merged.png
-    python -m tome_jax.visualize --image photo.jpg --model deit_small_patch16_224 --weights deit_s.safetensors \
-        --r 16 --layers 1,4,8,12 --out layers.png          # a grid: the groups after each listed layer
-    python -m tome_jax.visualize --image chelsea --model vit_base_patch16_224 --grid-r 0,4,8,16 --out r.png
+The library (this module) draws; the command line is `python -m tome_jax.visualize`
+(`tome_jax/visualize/cli.py`, run by `__main__.py`).
 
 Each group (the patches one final token stands for, read from the model's source matrix
 `info["source"]` [B, T', T]) is filled with its mean colour, with outlines between groups. `--image` is a
 path or a scikit-image sample name (no download; `--list-samples`). Greyscale and RGBA images are
-converted to RGB and other sizes are centre-cropped and resized to the model's input, each with a note.
+converted to RGB and other sizes are centre-cropped to the input's aspect ratio and resized to it (any
+(H, W): square or not), each with a note.
 
 From Python: `merged_image(model, image)` (one picture), `merge_grid(model, image, layers=...)` or
 `r_values=...` (a figure), and for clips (frames are an axis: [T, H, W, C], a source over
@@ -17,10 +16,8 @@ From Python: `merged_image(model, image)` (one picture), `merge_grid(model, imag
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import sys
 from typing import Any, Sequence
 
 import jax.numpy as jnp
@@ -91,23 +88,25 @@ def to_rgb(image: np.ndarray) -> tuple[np.ndarray, list[str]]:
     return image, notes
 
 
-def fit_to_model(image: np.ndarray, img_size: int) -> tuple[np.ndarray, list[str]]:
-    """RGB uint8 [H, W, 3] -> [img_size, img_size, 3]: centre-crop to a square, then resize."""
+def fit_to_model(image: np.ndarray, size: int | tuple[int, int]) -> tuple[np.ndarray, list[str]]:
+    """RGB uint8 [H, W, 3] -> [h, w, 3] for the model's input `size` (an int or (h, w)): centre-crop to
+    the input's aspect ratio, then resize."""
     from skimage.transform import resize
 
+    out_h, out_w = (size, size) if isinstance(size, int) else tuple(size)
     h, w = image.shape[:2]
-    if (h, w) == (img_size, img_size):
+    if (h, w) == (out_h, out_w):
         return image, []
-    side = min(h, w)
-    top, left = (h - side) // 2, (w - side) // 2
+    crop_h, crop_w = min(h, round(w * out_h / out_w)), min(w, round(h * out_w / out_h))
+    top, left = (h - crop_h) // 2, (w - crop_w) // 2
     notes = []
-    if h != w:
-        image = image[top:top + side, left:left + side]
-        notes.append(f"centre-cropped {h}x{w} to {side}x{side}")
-    if side != img_size:
-        image = resize(image, (img_size, img_size), order=3, anti_aliasing=side > img_size, preserve_range=True)
+    if (crop_h, crop_w) != (h, w):
+        image = image[top:top + crop_h, left:left + crop_w]
+        notes.append(f"centre-cropped {h}x{w} to {crop_h}x{crop_w}")
+    if (crop_h, crop_w) != (out_h, out_w):
+        image = resize(image, (out_h, out_w), order=3, anti_aliasing=crop_h > out_h, preserve_range=True)
         image = np.clip(np.round(image), 0, 255).astype(np.uint8)
-        notes.append(f"resized to the model's {img_size}x{img_size} (create the model with img_size=... "
+        notes.append(f"resized to the model's {out_h}x{out_w} (create the model with img_size=... "
                      "to keep more detail)")
     return image, notes
 
@@ -218,7 +217,7 @@ def boundaries(pixels: np.ndarray) -> np.ndarray:
 
 @dataclasses.dataclass
 class Merged:
-    """One visualization: `picture` [S, S, 3] uint8, `image` the model's view of the input [S, S, 3],
+    """One visualization: `picture` [H, W, 3] uint8, `image` the model's view of the input [H, W, 3],
     `labels` [h, w] (group of each patch), `num_tokens` (groups = final patch tokens), `notes`."""
 
     picture: np.ndarray
@@ -229,7 +228,7 @@ class Merged:
 
 
 def prepare(model, image) -> tuple[np.ndarray, list[str]]:
-    """A path, sample name or array -> (RGB uint8 [S, S, 3] at the model's img_size, notes)."""
+    """A path, sample name or array -> (RGB uint8 [H, W, 3] at the model's img_size, notes)."""
     if isinstance(image, str):
         image, notes = load_image(image)
     else:
@@ -243,8 +242,7 @@ def merged_image(model, image, *, r: Any = None, layer: int | None = None, fill:
     (path, sample name, or array [H, W] / [H, W, 3|4])."""
     rgb, notes = prepare(model, image)
     source = source_after(model, normalize(rgb, model)[None], r=r, layer=layer)[0]
-    grid = (model.img_size // model.patch_size,) * 2
-    labels = patch_labels(source, num_prefix_tokens=model.num_prefix_tokens, grid=grid)
+    labels = patch_labels(source, num_prefix_tokens=model.num_prefix_tokens, grid=model.grid_size)
     picture = draw_groups(rgb, labels, fill=fill)
     return Merged(picture, rgb, labels, int(labels.max()) + 1, notes)
 
@@ -345,80 +343,3 @@ def save_gif(frames: np.ndarray, path: str, *, fps: float = 4.0, scale: int = 1)
     images = [Image.fromarray(np.ascontiguousarray(f)) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=int(1000 / fps), loop=0)
     return path
-
-
-# ----------------------------------------------------------------------------- command line
-
-
-def parse_r(text: str) -> Any:
-    """"16" -> 16; "16:-1" -> (16, -1.0) (r, inflect); "8,8,4,0" -> [8, 8, 4, 0] (per layer)."""
-    text = text.strip()
-    if "," in text:
-        return [int(v) for v in text.split(",") if v]
-    r, _, inflect = text.partition(":")
-    return (int(r), float(inflect)) if inflect else int(r)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m tome_jax.visualize", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image", help="image file or scikit-image sample name (see --list-samples)")
-    p.add_argument("--model", default="vit_base_patch16_224", help="timm model name, e.g. deit_small_patch16_224")
-    p.add_argument("--weights", help="pretrained weights (timm/big_vision/MAE/torchvision file); default: random init")
-    p.add_argument("--img-size", type=int, help="model input size (default: the model's)")
-    p.add_argument("--r", default="16", help="schedule: 16, 16:-1 (r:inflect) or a per-layer list 8,8,4")
-    p.add_argument("--layer", type=int, help="draw the groups after this many blocks (default: all)")
-    p.add_argument("--layers", help="a grid: groups after each of these layers, e.g. 1,4,8,12")
-    p.add_argument("--grid-r", help="a grid: groups at each of these r values, e.g. 0,4,8,16 (':' for inflect)")
-    p.add_argument("--fill", default="mean", choices=["mean", "random"], help="group colour")
-    p.add_argument("--scale", type=int, default=2, help="pixel repeat of the single-image PNG")
-    p.add_argument("--out", default="merged.png", help="PNG to write")
-    p.add_argument("--list-samples", action="store_true", help="print the sample names and exit")
-    return p
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except ValueError as e:  # bad input: say what and how to fix it, no traceback
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-def _run(args) -> int:
-    if args.list_samples:
-        print("\n".join(SAMPLES))
-        return 0
-    if not args.image:
-        build_parser().error("--image is required (a file or one of: " + ", ".join(SAMPLES) + ")")
-    import tome_jax
-
-    kwargs = {"img_size": args.img_size} if args.img_size else {}
-    model = tome_jax.create_model(args.model, r=parse_r(args.r), **kwargs)
-    if args.weights:
-        tome_jax.load_timm(model, args.weights, skip=("head",))  # the classifier plays no part here
-    origin = f"weights {args.weights}" if args.weights else "random init (pass --weights for trained merges)"
-    if args.layers or args.grid_r:
-        if args.layers:
-            fig, results = merge_grid(model, args.image, layers=[int(v) for v in args.layers.split(",")],
-                                      fill=args.fill)
-        else:
-            fig, results = merge_grid(model, args.image, r_values=[parse_r(v) for v in args.grid_r.split(",")],
-                                      fill=args.fill)
-        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-        fig.savefig(args.out, dpi=100)
-        notes, counts = results[0].notes, [m.num_tokens for m in results]
-    else:
-        merged = merged_image(model, args.image, layer=args.layer, fill=args.fill)
-        save_png(merged.picture, args.out, scale=args.scale)
-        notes, counts = merged.notes, [merged.num_tokens]
-    for note in notes:
-        print(f"note: {note}", file=sys.stderr)
-    print(f"{args.model} ({origin}), r={model.r}: {model.num_patches} patches -> "
-          f"{', '.join(map(str, counts))} groups; wrote {args.out}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
