@@ -202,10 +202,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
 
     ckpt = resume.open_checkpoints(workdir, abstract, keep=config.keep_checkpoints)
     train_iter = iter(train_ds)
-    latest, state = resume.restore_or_init(ckpt, abstract, train_iter,
-                                           lambda: jax.jit(init_state, out_shardings=shardings)(params))
+    latest, state, latest_config = resume.restore_or_init(
+        ckpt, abstract, train_iter, lambda: jax.jit(init_state, out_shardings=shardings)(params))
     del params
-    resume.check_config(workdir, config, ckpt, latest)
+    resume.check_config(workdir, config, latest_config, latest)
     if (finished := resume.finished_summary(workdir, latest, total_steps)) is not None:
         ckpt.close()
         return finished
