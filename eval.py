@@ -22,7 +22,8 @@ _WORKDIR = flags.DEFINE_multi_string("workdir", None, "A training run's director
 _WEIGHTS = flags.DEFINE_multi_string("weights", None, "Pretrained weights file instead of a checkpoint; repeat "
                                      "for several models.")
 _LABELS = flags.DEFINE_list("labels", None, "Names of the models in the table and plot (default: from the paths).")
-_R = flags.DEFINE_string("r", "0,8,16", "Comma-separated r values; 'r:inflect' for a schedule, e.g. 16:-1.")
+_R = flags.DEFINE_string("r", "0,8,16", "Comma-separated r values; 'r:inflect' for a schedule, e.g. 16:-1. "
+                        "Speedups are over r=0, timed even when not listed.")
 _CHOOSE = flags.DEFINE_string("choose_r", None, "Also evaluate the smallest r meeting a target: flops=0.5 "
                               "(FLOP ratio to r=0) or speedup=1.5 (measured images/s ratio).")
 _SCHEDULE = flags.DEFINE_enum("choose_r_schedule", "constant", ["constant", "decreasing"],

@@ -83,3 +83,30 @@ def test_parse_target():
     assert parse_target("speedup=2") == {"target_speedup": 2.0}
     with pytest.raises(ValueError, match="flops=RATIO"):
         parse_target("fast")
+
+
+# Each family makes its own example input: images, [B, T, H, W, C] clips, [B, time, freq, 1]
+# spectrograms, and MAE's (images, key). Before `example_inputs`, choose_r built a square image batch.
+FAMILIES = {
+    "audio": ("vit_tiny_patch16_audio", dict(img_size=(64, 32), embed_dim=32, depth=2, num_heads=2,
+                                              num_classes=5), (2, 64, 32, 1)),
+    "video": ("video_vit_base_patch16", dict(num_frames=4, img_size=16, patch_size=4, tubelet_size=2,
+                                             embed_dim=32, depth=2, num_heads=2, num_classes=5), (2, 4, 16, 16, 3)),
+    "mae": ("mae_vit_tiny_patch16", dict(img_size=16, patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                                         decoder_embed_dim=16, decoder_depth=1, decoder_num_heads=2), (2, 16, 16, 3)),
+    "vit": ("vit_tiny_patch16_224", dict(img_size=(16, 32), patch_size=4, embed_dim=32, depth=2, num_heads=2,
+                                         num_classes=5), (2, 16, 32, 3)),
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_speed_target_runs_on_every_family_with_its_own_input(family):
+    name, kwargs, shape = FAMILIES[family]
+    model = tome_jax.create_model(name, **kwargs)
+    inputs = model.example_inputs(2)
+    assert inputs[0].shape == shape and inputs[0].dtype == "float32"
+    assert len(inputs) == (2 if family == "mae" else 1)  # MAE's forward also takes its masking key
+    with warnings.catch_warnings(), pytest.raises(ValueError, match=r"best reachable is \d+\.\d\dx at r=\d+"):
+        warnings.simplefilter("ignore")  # tiny models may be slower with ToMe: that warns
+        tome_jax.choose_r(model, target_speedup=1000.0, batch_size=2, repeats=1)  # compiled and timed
+    assert model.r == 0

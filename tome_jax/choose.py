@@ -17,7 +17,6 @@ import dataclasses
 import warnings
 from typing import Any, Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
@@ -82,12 +81,13 @@ def smallest_meeting(values: Sequence, meets: Callable[[Any], bool]) -> int | No
 
 def choose_r(model, *, target_flops_ratio: float | None = None, target_speedup: float | None = None,
              schedule: str = "constant", batch_size: int = 32, repeats: int = 5,
-             images: jax.Array | None = None, forward: CompiledForward | None = None) -> Choice:
+             inputs: tuple | None = None, forward: CompiledForward | None = None) -> Choice:
     """The smallest r (schedule="constant") or `(r, -1.0)` (schedule="decreasing") that meets one target.
 
     target_flops_ratio: FLOPs at r over FLOPs at r=0 must be <= this (e.g. 0.5 halves the FLOPs).
-    target_speedup: measured images/s over r=0 must be >= this, at `batch_size` (or on `images`
-    [B, H, W, C]; random ones by default), median of `repeats` interleaved rounds. Warns when a
+    target_speedup: measured images/s over r=0 must be >= this, at `batch_size` on the model's own
+    `example_inputs` (images, clips, spectrograms; MAE adds its key), or on `inputs` (the positional
+    arguments of `model(*inputs)`, batch first), median of `repeats` interleaved rounds. Warns when a
     measured r > 0 is slower than r=0. Raises ValueError, naming the best reachable value, when no r
     meets the target. `model.r` and `model.trace_source` are left as they were.
     """
@@ -115,13 +115,11 @@ def choose_r(model, *, target_flops_ratio: float | None = None, target_speedup: 
 
     if target_speedup <= 1.0:
         return Choice(values[0], 1.0, 1.0, batch_size=batch_size)
-    if images is None:
-        images = jax.random.normal(jax.random.key(0), (batch_size, model.img_size, model.img_size, model.in_chans))
-    images = jnp.asarray(images)
-    measure = SpeedMeter(model, images, repeats=repeats, forward=forward)
+    inputs = model.example_inputs(batch_size) if inputs is None else tuple(inputs)
+    measure = SpeedMeter(model, inputs, repeats=repeats, forward=forward)
     try:
         return search_speedup(values[1:], measure, target_speedup, flops_ratio=flops_ratio,
-                              batch_size=images.shape[0])
+                              batch_size=measure.batch)
     finally:
         measure.restore()
 
@@ -131,17 +129,19 @@ class SpeedMeter:
 
     Source tracing is off while timing; `restore()` puts back `model.r` and `model.trace_source`."""
 
-    def __init__(self, model, images, *, repeats: int, forward: CompiledForward | None = None):
-        self.model, self.images, self.repeats = model, images, repeats
+    def __init__(self, model, inputs: tuple, *, repeats: int, forward: CompiledForward | None = None):
+        """inputs: the positional arguments of `model(*inputs)`, the batch on axis 0 of the first."""
+        self.model, self.inputs, self.repeats = model, tuple(inputs), repeats
+        self.batch = int(jnp.shape(self.inputs[0])[0])
         self.saved = (model.r, model.trace_source)
         model.trace_source = False
         self.forward = forward or CompiledForward(model)
-        self.base = blocking(*self.forward.compiled(0), images)
+        self.base = blocking(*self.forward.compiled(0), *self.inputs)
 
     def __call__(self, r) -> tuple[float, float, float]:
-        run = blocking(*self.forward.compiled(r), self.images)
+        run = blocking(*self.forward.compiled(r), *self.inputs)
         stats = time_interleaved({"base": self.base, "tome": run}, repeats=self.repeats, warmup=1, min_time=0.05)
-        batch = self.images.shape[0]
+        batch = self.batch
         return stats["base"].median / stats["tome"].median, batch / stats["tome"].median, batch / stats["base"].median
 
     def restore(self) -> None:

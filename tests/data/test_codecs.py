@@ -2,6 +2,8 @@
 
 import io
 import logging
+import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -99,3 +101,12 @@ def test_opencv_backend_reads_gray_and_rgba_arrays_and_masks_garbage(caplog):
     with caplog.at_level(logging.WARNING):
         assert codecs.decode_or_none(rgb, b"not an image", "record 7") is None
     assert "record 7" in caplog.text
+
+
+def test_auto_backend_says_once_that_it_falls_back_to_pil(monkeypatch):
+    monkeypatch.setitem(sys.modules, "cv2", None)  # OpenCV not installed: `import cv2` raises ImportError
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")  # Python's own rule: a warning is shown once per place
+        backends = [codecs.make_backend("auto", 3, "bilinear") for _ in range(3)]
+    assert all(isinstance(b, codecs.PilBackend) for b in backends)
+    assert len(caught) == 1 and "'auto' decodes with PIL: OpenCV is not installed" in str(caught[0].message)

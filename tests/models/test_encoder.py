@@ -92,7 +92,8 @@ def test_a_registered_family_trains_and_reconstructs_in_the_loop(tmp_path):
     config.tome.r = 3
     config.optimizer.layer_decay = 0.75
     summary = train_and_evaluate(config, str(tmp_path / "cls"))
-    assert summary["steps"] == 8 and 0 <= summary["eval_top1"] <= 100
+    # It learns: 8 steps reach 24.5% top-1 where lr=0 stays at chance (10.3%).
+    assert summary["steps"] == 8 and summary["eval_top1"] > 17.0, summary
     config.task = "reconstruction"
     config.total_steps = 4
     summary = train_and_evaluate(config, str(tmp_path / "rec"))

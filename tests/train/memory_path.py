@@ -1,9 +1,14 @@
 """A non-local `epath` backend for offline tests: "memtest://bucket/run" lives in fsspec's in-memory
 filesystem, like a gs:// bucket that needs no network. Registered with `epath.register_path_cls`,
-so `epath.Path("memtest://...")` (and `tome_jax.train.workdir.resolve`) returns a `MemoryPath`."""
+so `epath.Path("memtest://...")` (and `tome_jax.train.workdir.resolve`) returns a `MemoryPath`.
+`flaky_reads` makes reads fail like a bucket that times out.
+
+Orbax's arrays go through TensorStore, which cannot reach this backend: a train state cannot be
+saved here, but every file orbax and grain read through epath (configs, metadata, data positions) can."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 
@@ -45,7 +50,14 @@ class MemoryPath(abstract_path.Path):
     def mkdir(self, mode=0o777, parents=False, exist_ok=False) -> None:
         FS.makedirs(self._key, exist_ok=True)
 
+    read_faults: dict = {}  # {part of a key: reads left to fail}, set by `flaky_reads`
+
     def open(self, mode="r", encoding=None, errors=None, **kwargs):
+        if "r" in mode:
+            for part, left in self.read_faults.items():
+                if part in self._key and left > 0:
+                    self.read_faults[part] = left - 1
+                    raise TimeoutError(f"reading {self} timed out (an injected bucket fault)")
         return FS.open(self._key, mode)
 
     def unlink(self, missing_ok=False) -> None:
@@ -66,3 +78,13 @@ class MemoryPath(abstract_path.Path):
 
     def resolve(self, strict=False):
         return self
+
+
+@contextlib.contextmanager
+def flaky_reads(part: str, times: int):
+    """The next `times` reads of keys containing `part` raise TimeoutError, as a bucket read that timed out."""
+    MemoryPath.read_faults = {part: times}
+    try:
+        yield
+    finally:
+        MemoryPath.read_faults = {}

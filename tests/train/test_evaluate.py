@@ -25,6 +25,14 @@ def test_sweep_over_r_from_a_checkpoint(tmp_path):
     paths = report.write_report(results, str(tmp_path / "report"), "tiny")
     assert all(os.path.getsize(p) > 0 for p in paths)
     assert len(report.format_table(results).splitlines()) == 4
+    assert all(row["baseline_images_per_sec"] == results[0]["images_per_sec"] for row in results)
+    # Without r=0 in the list, r=0 is still timed and is what the speedups are over (it used to be
+    # the first r given: r=2 here, whose speedup then read exactly 1.00x).
+    without_r0 = evaluate.sweep(config, model, [2], batch_size=64, repeats=2)
+    assert [row["r"] for row in without_r0] == [2]
+    assert without_r0[0]["speedup"] == without_r0[0]["images_per_sec"] / without_r0[0]["baseline_images_per_sec"]
+    assert without_r0[0]["speedup"] != 1.0
+    assert "timed as the baseline though not in --r" in report.format_table(without_r0)
 
 
 def test_parse_r_list_and_missing_checkpoint(tmp_path):

@@ -22,7 +22,8 @@ from tome_jax.train import metrics as metrics_lib
 from tome_jax.train import resume, train_and_evaluate
 from tome_jax.train import workdir as workdir_lib
 from tome_jax.train.loop import build_model
-from tome_jax.train.checkpoint import HostCountError, NonFiniteStateError, UnreadableCheckpointsError
+from tome_jax.train.checkpoint import (Checkpointer, HostCountError, NonFiniteStateError, TransientReadError,
+                                       UnreadableCheckpointsError)
 
 
 def assert_same_params(a, b):
@@ -69,18 +70,118 @@ def _empty_folder(step_dir):
     step_dir.mkdir()
 
 
-@pytest.mark.parametrize("corrupt", [_missing_state, _truncated_arrays, _corrupt_iterator, _empty_folder],
-                         ids=["missing_state", "truncated_arrays", "corrupt_iterator", "empty_folder"])
+def _truncated(name):
+    """Cut one file of the step to 7 bytes (a torn write)."""
+    def corrupt(step_dir):
+        with open(step_dir / name, "r+b") as fh:
+            fh.truncate(7)
+    return corrupt
+
+
+# Each file of the latest checkpoint in turn (config item, state metadata, array data, the data
+# iterator's position, the step's own metadata), plus whole items missing: the restart falls back to
+# step 4 (the broken step kept aside) or, where orbax does not need the file, resumes at step 8.
+CORRUPTIONS = {
+    "truncated_config": (_truncated("config/metadata"), "fall back"),
+    "truncated_state_metadata": (_truncated("state/_METADATA"), "fall back"),
+    "truncated_arrays": (_truncated_arrays, "fall back"),
+    "corrupt_iterator": (_corrupt_iterator, "fall back"),
+    "truncated_step_metadata": (_truncated("_CHECKPOINT_METADATA"), "resume"),
+    "missing_state": (_missing_state, "fall back"),
+    "empty_folder": (_empty_folder, "fall back"),
+}
+
+
+@pytest.mark.parametrize("name", list(CORRUPTIONS))
 def test_unreadable_latest_checkpoint_falls_back_to_the_previous_and_reaches_the_same_parameters(
-        finished_run, tmp_path, corrupt):
+        finished_run, tmp_path, name):
+    corrupt, outcome = CORRUPTIONS[name]
     run = copy_run(finished_run, tmp_path)
     corrupt(run / "checkpoints" / "8")
     (run / "summary.json").unlink()
-    train_and_evaluate(tiny_config(), str(run))
+    train_and_evaluate(tiny_config(), str(run))  # never crashes
     names = sorted(os.listdir(run / "checkpoints"))
-    assert names[:2] == ["4", "8"] and names[2].startswith("8.unreadable-")  # the broken one is kept
+    if outcome == "fall back":
+        assert names[:2] == ["4", "8"] and names[2].startswith("8.unreadable-")  # the broken one is kept
+    else:
+        assert names == ["4", "8"]
     assert_same_params(final_params(run)[1], finished_run[1])
     assert steps_logged(run) == list(range(1, 9))  # steps 5..8 are logged once, not twice
+
+
+# ----------------------------------------------------------------------------- transient read errors
+
+
+class FlakyIterator:
+    """A data iterator whose position fails to load `failures` times with a transient error, as a
+    bucket read of `process_0-of-1.json` that timed out; grain's handler calls set_state."""
+
+    def __init__(self, failures: int):
+        self.failures, self.state = failures, None
+
+    def set_state(self, state):
+        if self.failures > 0:
+            self.failures -= 1
+            raise TimeoutError("read of process_0-of-1.json timed out")
+        self.state = state
+
+    def start_prefetch(self):
+        pass
+
+
+def abstract_state(ckpt, step):
+    """The saved train state's shapes and dtypes, on this device."""
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    return jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                        ckpt.manager.item_metadata(step)["state"])
+
+
+def fail_init():
+    raise AssertionError("a fresh state must not be made: the checkpoint is readable")
+
+
+@pytest.mark.parametrize("failures", [2, 3])
+def test_transient_read_errors_are_retried_and_never_make_the_run_fall_back(finished_run, tmp_path, failures):
+    """2 failures: the third attempt restores step 8. 3 (all attempts): the run stops with
+    TransientReadError; in neither case is an older step used or step 8 renamed."""
+    run = copy_run(finished_run, tmp_path)
+    sleeps = []
+    ckpt = Checkpointer(run / "checkpoints", keep=2, create=False, read_attempts=3, retry_delay=0.5,
+                        sleep=sleeps.append)
+    iterator = FlakyIterator(failures)
+    if failures < 3:
+        step, state, config = resume.restore_or_init(ckpt, abstract_state(ckpt, 8), iterator, fail_init)
+        assert step == 8 and config["total_steps"] == 8 and iterator.state is not None
+        assert_same_params(state["params"], finished_run[1])
+    else:
+        with pytest.raises(TransientReadError, match=r"step 8 .* failed 3 times .*TimeoutError.*nothing was renamed"):
+            resume.restore_or_init(ckpt, abstract_state(ckpt, 8), iterator, fail_init)
+    assert sleeps == [0.5, 1.0]  # backoff between the attempts
+    assert sorted(os.listdir(run / "checkpoints")) == ["4", "8"]
+
+
+def test_a_flaky_bucket_read_is_retried_and_a_corrupt_file_is_not(finished_run):
+    """The same rule on the in-memory bucket, for a file read through epath (the config item):
+    timeouts are retried, a torn file is an error at once (the loop then falls back)."""
+    local = finished_run[0] / "checkpoints"
+    for path in local.rglob("*"):
+        if path.is_file():
+            memory_path.FS.pipe(f"/flaky/run/checkpoints/{path.relative_to(local)}", path.read_bytes())
+    sleeps = []
+    ckpt = Checkpointer("memtest://flaky/run/checkpoints", keep=2, create=False, retry_delay=1.0,
+                        sleep=sleeps.append)
+    assert ckpt.all_steps() == [4, 8]
+    with memory_path.flaky_reads("8/config/metadata", times=2):
+        config = ckpt.read_with_retries(8, lambda: ckpt.saved_config(8))
+    assert config["total_steps"] == 8 and sleeps == [1.0, 2.0]
+    with memory_path.flaky_reads("8/config/metadata", times=3), pytest.raises(TransientReadError):
+        ckpt.read_with_retries(8, lambda: ckpt.saved_config(8))
+    memory_path.FS.pipe("/flaky/run/checkpoints/8/config/metadata", b'{"seed"')
+    sleeps.clear()
+    with pytest.raises(json.JSONDecodeError):
+        ckpt.read_with_retries(8, lambda: ckpt.saved_config(8))
+    assert sleeps == []  # not retried
+    memory_path.FS.rm("/flaky", recursive=True)
 
 
 def test_no_readable_checkpoint_stops_with_the_list_and_deletes_nothing(finished_run, tmp_path):
@@ -184,7 +285,7 @@ def test_non_local_workdir_writes_nothing_to_the_local_disk(tmp_path, monkeypatc
     assert isinstance(workdir, memory_path.MemoryPath) and str(workdir / "checkpoints") == "memtest://bucket/run/checkpoints"
     assert str(workdir_lib.resolve("gs://bucket/run") / "checkpoints") == "gs://bucket/run/checkpoints"
     workdir_lib.check_writable(workdir, needed_bytes=1 << 40)  # free space is unknown remotely: no refusal
-    resume.check_config(workdir, tiny_config(), ckpt=None, step=None)
+    resume.check_config(workdir, tiny_config(), saved=None, step=None)
     writer = metrics_lib.MetricWriter(workdir)
     writer.write(1, {"train/loss": 2.5})
     writer.write(2, {"train/loss": 2.0})
@@ -235,7 +336,7 @@ def test_disk_full_during_a_save_is_a_clear_error_and_the_next_start_recovers(fi
 @pytest.mark.slow
 def test_sigterm_at_a_random_step_saves_there_exits_0_and_resumes_to_identical_parameters(tmp_path):
     steps = ["--config.total_steps=40", "--config.checkpoint_every_steps=100", "--config.warmup_steps=2"]
-    stop_at = random.Random().randint(2, 30)
+    stop_at = random.Random(22).randint(2, 30)  # seeded: a failure names a step that reproduces
     proc = run_train(tmp_path / "preempted", *steps, wait=False)
     deadline = time.time() + 240
     while not steps_logged(tmp_path / "preempted") or steps_logged(tmp_path / "preempted")[-1] < stop_at:

@@ -69,7 +69,10 @@ def losses(workdir):
 
 def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(tmp_path):
     summary = train_and_evaluate(tiny_config(), str(tmp_path))
-    assert summary["steps"] == 8 and 0 <= summary["eval_top1"] <= 100
+    # 8 steps of this tiny ViT stay at chance (10.0% top-1, as lr=0; 64 steps reach 19.5%): what is
+    # checked here is that the summary reports the final eval that was logged.
+    final_eval = [m for m in read_metrics(tmp_path) if "eval/top1" in m][-1]
+    assert summary["steps"] == 8 and final_eval["step"] == 8 and summary["eval_top1"] == final_eval["eval/top1"]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
     assert json.load(open(tmp_path / "summary.json"))["steps"] == 8
     assert json.load(open(tmp_path / "config.json"))["tome"]["r"] == 2

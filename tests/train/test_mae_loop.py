@@ -11,6 +11,7 @@ from tests.train.test_loop import final_params, kill_after_first_checkpoint_and_
 from tome_jax.models.weights import CheckpointMismatchError
 from tome_jax.train import train_and_evaluate
 from tome_jax.train.loop import build_model
+from tome_jax.train.metrics import read_metrics
 
 # A very small MAE / ViT pair: 16x16 digits, 4x4 patches (16 patches, 4 visible), 2 blocks.
 TINY = {"model.patch_size": 4, "model.embed_dim": 32, "model.depth": 2, "model.num_heads": 2, "batch_size": 16,
@@ -53,7 +54,11 @@ def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_pat
     assert "decoder_pred.weight" in report["ignored"] and "mask_token" in report["ignored"]
     # ... and the fine-tuning run with ToMe trains from it.
     summary = train_and_evaluate(config, str(tmp_path / "ft"))
-    assert 0 <= summary["eval_top1"] <= 100 and summary["tome_r"] == 2
+    # 4 steps of this tiny fine-tuning stay at chance (10.0% top-1; lr=0: 9.5%; even 32 steps at lr=1e-2
+    # reach only 11-15%), so what is checked is that it trained with ToMe and reports its logged final eval.
+    final_eval = [m for m in read_metrics(tmp_path / "ft") if "eval/top1" in m][-1]
+    assert summary["tome_r"] == 2 and summary["eval_top1"] == final_eval["eval/top1"] and final_eval["step"] == 4
+    assert np.isfinite(losses(tmp_path / "ft")).all() and len(losses(tmp_path / "ft")) == 4
 
 
 def test_bad_init_and_bad_mask_ratio_fail_at_start_and_keep_the_workdir(tmp_path):

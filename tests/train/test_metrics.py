@@ -41,3 +41,24 @@ def test_a_resumed_run_replaces_the_steps_after_its_checkpoint_in_tensorboard(tm
     assert scalars["train/loss"] == {1: 11.0, 2: 12.0, 3: 23.0, 4: 24.0, 5: 25.0}
     assert scalars["eval/top1"] == {1: 51.0, 2: 52.0}
     assert [r["step"] for r in metrics_lib.read_metrics(tmp_path)] == [1, 2, 3, 4, 5]
+
+
+def test_interval_timer_leaves_evals_and_saves_out_of_the_same_interval():
+    """4 steps of 1 s with a 10 s eval after step 2 and a 5 s save after step 4: 4 steps in 4 s of
+    training. (The loop used to restart the interval's clock after an eval but keep its step count:
+    4 steps over the 2 s after the eval, twice the real rate.)"""
+    now = [100.0]
+    timer = metrics_lib.IntervalTimer(clock=lambda: now[0])
+    for step in range(1, 5):
+        now[0] += 1.0
+        timer.step()
+        if step == 2:
+            with timer.paused():
+                now[0] += 10.0
+        if step == 4:
+            with timer.paused():
+                now[0] += 5.0
+    assert timer.end() == (4, 4.0)
+    now[0] += 3.0
+    timer.step()
+    assert timer.end() == (1, 3.0)  # the next interval starts at the end of the last

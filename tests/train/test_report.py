@@ -58,3 +58,12 @@ def test_labels():
     assert report.model_label("runs/digits/") == "digits"
     assert report.model_label(weights="/w/deit_small.safetensors") == "deit_small"
     assert report.r_label([8, 8, 4]) == "8/8/4" and report.r_label((16, -1)) == "16:-1"
+
+
+def test_a_sweep_without_r0_says_what_its_speedups_are_over():
+    swept = [dict(row, r=row["r"], baseline_images_per_sec=80.0) for row in rows([97.0, 96.0, 95.0])[1:]]
+    text = report.format_table(swept).splitlines()
+    assert len(text) == 4 and text[-1] == "speedup: over r=0 (80.0 images/s), timed as the baseline though not in --r"
+    assert report.markdown_table(swept).rstrip().endswith("timed as the baseline though not in --r.")
+    with_r0 = [dict(row, baseline_images_per_sec=100.0) for row in rows([97.0, 96.0, 95.0])]
+    assert "timed as the baseline" not in report.format_table(with_r0)  # r=0 is a row: nothing to say

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import logging
+import warnings
 
 import numpy as np
 from PIL import Image
@@ -169,6 +170,10 @@ def make_backend(name: str, channels: int, interpolation: str) -> PilBackend | O
     """The backend `name` ("auto" | "opencv" | "pil") for `channels` (1 or 3) and `interpolation`."""
     if name == "auto":
         name = "opencv" if opencv_available() else "pil"
+        if name == "pil":  # a warning: Python shows it once per process
+            warnings.warn("data.image_backend='auto' decodes with PIL: OpenCV is not installed (pip install "
+                          "opencv-python-headless for faster decoding; data.image_backend='pil' says PIL on purpose).",
+                          stacklevel=2)
     if name == "opencv":
         if not opencv_available():
             raise ImportError(

@@ -194,6 +194,15 @@ class Encoder(nnx.Module):
         """Preprocessing of the weights: input_size, mean, std, crop_pct, interpolation, architecture."""
         return dict(getattr(self, "_pretrained_cfg", ()))
 
+    # --- an example input (choose_r's timing, benchmarks) -------------------------------------------
+
+    def example_inputs(self, batch: int, dtype=jnp.float32) -> tuple:
+        """Positional arguments of one forward, `model(*inputs)`, on `batch` random inputs shaped by
+        `pretrained_cfg["input_size"]`: images [B, H, W, C], clips [B, T, H, W, C], spectrograms
+        [B, time, freq, 1]. A family whose forward takes more than its input extends this (MAE: + key)."""
+        shape = (batch, *self.pretrained_cfg["input_size"])
+        return (jax.random.normal(jax.random.key(0), shape, dtype),)
+
     # --- token reduction: one hashable value, with shorthands -------------------------------------
 
     @property

@@ -209,6 +209,10 @@ class MaskedAutoencoder(Encoder):
         loss = (self.patch_losses(images, pred) * mask).sum(axis=1) / mask.sum(axis=1)
         return loss, pred, mask
 
+    def example_inputs(self, batch: int, dtype=jnp.float32) -> tuple:
+        """(images [B, H, W, C], masking key): the forward's arguments, for timing."""
+        return (*super().example_inputs(batch, dtype), jax.random.key(1))
+
     def reconstruction_loss(self, images: jax.Array, key: jax.Array) -> jax.Array:
         """The train loop's hook: images [B, H, W, C], key -> loss [B]."""
         return self(images, key)[0]

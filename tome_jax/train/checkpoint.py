@@ -6,13 +6,20 @@ half-written one. Restoring takes the target's shardings, so a checkpoint writte
 loads onto another.
 
 Restore falls back: a step that cannot be read (missing item, truncated array, corrupt iterator
-state, empty folder) is reported by name and the previous kept step is tried, down to the oldest;
-nothing is deleted. Each step also stores the resolved config ("config" item) it was written with.
+state or config, empty folder) is reported by name and the previous kept step is tried, down to the
+oldest; nothing is deleted. A transient I/O error (a bucket read that timed out, a dropped
+connection) is not a broken checkpoint: the read is retried a few times with backoff, and if it
+keeps failing the run stops without falling back (`TransientReadError`). Each step also stores the
+resolved config ("config" item) it was written with; it is read with the step, so a corrupt one
+falls back like any other item.
 """
 
 from __future__ import annotations
 
+import errno
 import re
+import time
+from typing import Any, Callable, NamedTuple
 
 import grain
 import jax
@@ -31,6 +38,10 @@ class CheckpointMismatchError(ValueError):
 
 class UnreadableCheckpointsError(RuntimeError):
     """No kept checkpoint step could be read; the message lists each step and its error."""
+
+
+class TransientReadError(RuntimeError):
+    """Reading a checkpoint step kept failing with transient I/O errors; nothing was renamed."""
 
 
 class HostCountError(ValueError):
@@ -73,11 +84,47 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {text[0][:300] if text else ''}"
 
 
+_TRANSIENT_ERRNOS = {errno.EAGAIN, errno.ETIMEDOUT, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
+                     errno.ENETUNREACH, errno.ENETDOWN}
+# TensorStore (orbax's array I/O, GCS included) raises ValueError("<STATUS>: ...") with gRPC codes.
+_TRANSIENT_STATUSES = ("UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED", "ABORTED")
+
+
+def is_transient(error: BaseException) -> bool:
+    """True when `error` (or an error it was raised from) is a passing I/O failure worth a retry: a
+    timeout, a dropped connection, a storage service's UNAVAILABLE / DEADLINE_EXCEEDED / 429. A missing
+    or corrupt file is not transient."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if isinstance(error, (ConnectionError, TimeoutError)):
+            return True
+        if isinstance(error, OSError) and error.errno in _TRANSIENT_ERRNOS:
+            return True
+        if str(error).lstrip().startswith(_TRANSIENT_STATUSES):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+class Restored(NamedTuple):
+    """What `restore_latest` read: the step (None: no checkpoint), the state, and the config saved
+    with that step (None: none saved, or no checkpoint)."""
+
+    step: int | None
+    state: object
+    config: dict | None
+
+
 class Checkpointer:
     """directory: a local path or a URL (gs://...), see `workdir.resolve`."""
 
-    def __init__(self, directory: str | epath.Path, *, keep: int, create: bool = True):
+    def __init__(self, directory: str | epath.Path, *, keep: int, create: bool = True, read_attempts: int = 3,
+                 retry_delay: float = 1.0, sleep: Callable[[float], None] = time.sleep):
+        """read_attempts: tries of one step's read when it fails with a transient I/O error, waiting
+        retry_delay, 2 * retry_delay, ... seconds (`sleep`) in between."""
         self.directory = workdir_lib.resolve(directory)
+        self.read_attempts, self.retry_delay, self.sleep = read_attempts, retry_delay, sleep
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -134,18 +181,20 @@ class Checkpointer:
                 f"the same data order cannot continue. Resume with {sorted(counts)[0]} processes, or start a "
                 "new --workdir (optionally from these weights via config.init.weights).")
 
-    def restore_latest(self, abstract_state, data_iterator):
-        """(step, state) of the newest readable step, (None, None) for an empty directory.
+    def restore_latest(self, abstract_state, data_iterator) -> Restored:
+        """`Restored(step, state, config)` of the newest readable step; (None, None, None) for an empty
+        directory.
 
-        A step that cannot be read is reported (warning with its error) and the previous one tried;
-        raises `UnreadableCheckpointsError` listing every failure when none can be read. A checkpoint
-        of another model (`CheckpointMismatchError`) or host count is an error at once."""
+        A step that cannot be read (any item: config, state, data position) is reported (warning with
+        its error) and the previous one tried; raises `UnreadableCheckpointsError` listing every failure
+        when none can be read. A transient I/O error is retried (`read_attempts`); if it persists,
+        `TransientReadError` stops the run without falling back. A checkpoint of another model
+        (`CheckpointMismatchError`) or host count is an error at once."""
         failures = []
         for step in reversed(self.all_steps()):
             try:
-                self.check_host_count(step)
-                return step, self.restore(step, abstract_state, data_iterator)
-            except (CheckpointMismatchError, HostCountError):
+                return self.read_with_retries(step, lambda: self._read_step(step, abstract_state, data_iterator))
+            except (CheckpointMismatchError, HostCountError, TransientReadError):
                 raise
             except Exception as e:  # noqa: BLE001 (any read error: KeyError, JSONDecodeError, TensorStore...)
                 failures.append(f"step {step} ({self.directory / str(step)}): {_first_line(e)}")
@@ -155,7 +204,35 @@ class Checkpointer:
                 f"no checkpoint in {self.directory} could be read (nothing was deleted):\n  "
                 + "\n  ".join(failures) + "\nMove the broken step folders away to start those steps again, "
                 "or use a new --workdir.")
-        return None, None
+        return Restored(None, None, None)
+
+    def _read_step(self, step: int, abstract_state, data_iterator) -> Restored:
+        self.check_host_count(step)
+        config = self.saved_config(step)
+        return Restored(step, self.restore(step, abstract_state, data_iterator), config)
+
+    def read_with_retries(self, step: int, read: Callable[[], Any]) -> Any:
+        """read() (a read of checkpoint `step`), tried up to `read_attempts` times while it fails with a
+        transient I/O error; any other error is raised at once. Raises `TransientReadError` when the
+        transient errors persist."""
+        attempt = 1
+        while True:
+            try:
+                return read()
+            except Exception as e:  # noqa: BLE001 (sorted below: transient or not)
+                if not is_transient(e):
+                    raise
+                if attempt >= self.read_attempts:
+                    raise TransientReadError(
+                        f"reading the checkpoint of step {step} in {self.directory} failed {attempt} times with a "
+                        f"transient I/O error ({_first_line(e)}); the checkpoint may well be intact, so nothing "
+                        "was renamed or deleted and no older step was used. Run the same command again when the "
+                        "storage is reachable.") from e
+                delay = self.retry_delay * 2 ** (attempt - 1)
+                logging.warning("reading checkpoint step %d failed (%s); retrying in %.1f s (attempt %d of %d).",
+                                step, _first_line(e), delay, attempt + 1, self.read_attempts)
+                self.sleep(delay)
+                attempt += 1
 
     def check_compatible(self, step: int, abstract_state) -> None:
         """Compare the saved tree's paths and shapes with ours before touching any array."""

@@ -28,7 +28,7 @@ from tome_jax.train import optimizer as optimizer_lib
 from tome_jax.train import sharding as sharding_lib
 from tome_jax.train import preemption, resume, tasks
 from tome_jax.train import workdir as workdir_lib
-from tome_jax.train.metrics import MetricWriter
+from tome_jax.train.metrics import IntervalTimer, MetricWriter
 from tome_jax.train.state import TrainState, build_train_state
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -179,8 +179,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
 
     ckpt = resume.open_checkpoints(workdir, setup.abstract, keep=config.keep_checkpoints)
     train_iter = iter(train_ds)
-    latest, state = resume.restore_or_init(ckpt, setup.abstract, train_iter, setup.init)
-    resume.check_config(workdir, config, ckpt, latest)
+    latest, state, latest_config = resume.restore_or_init(ckpt, setup.abstract, train_iter, setup.init)
+    resume.check_config(workdir, config, latest_config, latest)
     if (finished := resume.finished_summary(workdir, latest, total_steps)) is not None:
         ckpt.close()
         return finished
@@ -198,14 +198,14 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
     nonfinite = jnp.zeros((), bool)
     eval_result, train_rate = {}, []
     data_wait = data_lib.InputWait()  # fraction of training time spent waiting for the input pipeline
-    interval_start, interval_steps = time.time(), 0
+    interval = IntervalTimer()  # steps and training seconds between log steps, evals and saves left out
     bar = tqdm(total=total_steps, initial=step, desc="train", disable=not lead, dynamic_ncols=True)
     while step < total_steps:
         batch = sharding_lib.global_batch(data_wait.next(train_iter), batch_sharding)
         state, metrics = train_step(state, batch)
         nonfinite = nonfinite | ~jnp.isfinite(metrics["loss"])
         step += 1
-        interval_steps += 1
+        interval.step()
         bar.update(1)
         last = step == total_steps
         save, stop = policy.decide(step, last)
@@ -216,7 +216,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
                     f"checkpoint (step {ckpt.latest_step()}) is kept in {workdir}. Lower optimizer.lr, set "
                     "optimizer.clip_norm, or use model.dtype='float32'.")
             metrics = jax.device_get(metrics)
-            elapsed = time.time() - interval_start
+            interval_steps, elapsed = interval.end()
             rate = interval_steps * config.batch_size / elapsed
             if step > first_step + 1:  # the first interval includes compilation
                 train_rate.append(rate)
@@ -224,20 +224,19 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
             writer.write(step, {f"train/{k}": v for k, v in metrics.items()} | {"train/images_per_sec": rate,
                                                                                  "train/data_wait_fraction": wait})
             bar.set_postfix(loss=f"{metrics['loss']:.3f}", img_s=f"{rate:.0f}")
-            interval_start, interval_steps = time.time(), 0
         if (step % config.eval_every_steps == 0 or last) and not stop:
-            eval_params = state.ema_params if config.optimizer.ema_decay > 0 else state.params
-            eval_result = evaluate(task, eval_fn, eval_params, eval_rest, eval_ds, batch_sharding)
-            writer.write(step, {f"eval/{k}": v for k, v in eval_result.items()})
-            if lead:
-                shown = " ".join(f"{k} {v:.4g}" for k, v in eval_result.items() if k != "count")
-                tqdm.write(f"step {step}: eval {shown} ({eval_result.get('count')} examples)")
-            interval_start = time.time()  # eval time is not training throughput
+            with interval.paused(state):  # eval time is not training throughput
+                eval_params = state.ema_params if config.optimizer.ema_decay > 0 else state.params
+                eval_result = evaluate(task, eval_fn, eval_params, eval_rest, eval_ds, batch_sharding)
+                writer.write(step, {f"eval/{k}": v for k, v in eval_result.items()})
+                if lead:
+                    shown = " ".join(f"{k} {v:.4g}" for k, v in eval_result.items() if k != "count")
+                    tqdm.write(f"step {step}: eval {shown} ({eval_result.get('count')} examples)")
         if save:
             if bool(nonfinite):
                 raise FloatingPointError(f"loss became NaN/inf before step {step}; checkpoint not written.")
-            ckpt.save(step, state, train_iter, saved_config)  # refuses a non-finite state
-            interval_start = time.time()
+            with interval.paused(state):
+                ckpt.save(step, state, train_iter, saved_config)  # refuses a non-finite state
         if stop:
             break
     bar.close()

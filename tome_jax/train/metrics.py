@@ -1,10 +1,13 @@
-"""Metrics to a JSON-lines file and TensorBoard events in the workdir (process 0 only)."""
+"""Metrics to a JSON-lines file and TensorBoard events in the workdir (process 0 only), and the
+training time of each log interval (`IntervalTimer`: evals and saves left out)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
+from typing import Callable
 
 import jax
 from absl import logging
@@ -15,6 +18,44 @@ from tome_jax.train import workdir as workdir_lib
 # tensorboardX writes local paths itself and gs:// / s3:// through its own clients; other schemes
 # would become a local folder named like the URL, so TensorBoard is skipped there.
 _TENSORBOARD_SCHEMES = ("gs://", "s3://")
+
+
+class IntervalTimer:
+    """Steps and training seconds of one log interval, with the time of evals and saves left out, so
+    images/s and the data-wait fraction divide the same interval's work by the same interval's time.
+
+        timer.step()                      # after each train step
+        with timer.paused(state): ...     # an eval or a checkpoint save
+        steps, seconds = timer.end()      # at a log step; the next interval starts
+
+    clock: seconds (time.perf_counter; a fake clock in tests).
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.perf_counter):
+        self.clock = clock
+        self._start, self._steps, self._paused = clock(), 0, 0.0
+
+    def step(self) -> None:
+        self._steps += 1
+
+    @contextlib.contextmanager
+    def paused(self, pending=None):
+        """Time inside the block is not training time. pending: arrays the interval's steps are still
+        computing (the train state, dispatched asynchronously): waited for first, as training time."""
+        if pending is not None:
+            jax.block_until_ready(pending)
+        start = self.clock()
+        try:
+            yield
+        finally:
+            self._paused += self.clock() - start
+
+    def end(self) -> tuple[int, float]:
+        """(steps, training seconds) of the interval since the last `end` (or the start)."""
+        now = self.clock()
+        steps, seconds = self._steps, now - self._start - self._paused
+        self._start, self._steps, self._paused = now, 0, 0.0
+        return steps, seconds
 
 
 class MetricWriter:

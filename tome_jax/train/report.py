@@ -2,7 +2,9 @@
 
 `results` is one sweep (a list of rows, one per r, as `evaluate.sweep` returns them) or several,
 {model label: rows}: every file then holds one row per model and r, and the plot one line per model.
-A row has r, top1, top5 (%), examples (test-set size), images_per_sec, speedup, gflops, tokens_out.
+A row has r, top1, top5 (%), examples (test-set size), images_per_sec, speedup (over r=0),
+gflops, tokens_out and baseline_images_per_sec (r=0's, timed in the same sweep even when r=0 is not
+one of its rows; the tables then say so under them).
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ def headline(results) -> str:
     return keys[0] if keys else "top1"
 
 
+def baseline_note(results) -> str | None:
+    """A line saying what the speedups are over when r=0 is not a row of a sweep, else None."""
+    models = by_model(results)
+    missing = {label: rows[0]["baseline_images_per_sec"] for label, rows in models.items()
+               if rows and "baseline_images_per_sec" in rows[0] and "0" not in {r_label(row["r"]) for row in rows}}
+    if not missing:
+        return None
+    values = "; ".join(f"{label} {ips:.1f}" if len(models) > 1 else f"{ips:.1f}" for label, ips in missing.items())
+    return f"speedup: over r=0 ({values} images/s), timed as the baseline though not in --r"
+
+
 def format_table(results) -> str:
     """Plain-text table; a model column when there are several models. GFLOPs with 4 significant
     digits, so small models' schedules stay distinguishable."""
@@ -77,7 +90,8 @@ def format_table(results) -> str:
             lines.append(lead + f"{r_label(row['r']):>10} " + "".join(f"{row[k]:8.2f} " for k in keys)
                          + f"{row['images_per_sec']:10.1f} {row['speedup']:7.2f}x {row['gflops']:9.4g} "
                          f"{row['tokens_out']:7d}")
-    return "\n".join(lines)
+    note = baseline_note(results)
+    return "\n".join(lines + ([note] if note else []))
 
 
 def markdown_table(results) -> str:
@@ -90,7 +104,8 @@ def markdown_table(results) -> str:
         lines.append(f"| {row['model']} | {row['r']} | " + " | ".join(f"{row[k]:.2f}" for k in keys)
                      + f" | {row['examples']} | {row['images_per_sec']:.1f} | {row['speedup']:.2f}x | "
                      f"{row['gflops']:.4g} | {row['tokens_out']} |")
-    return "\n".join(lines) + "\n"
+    note = baseline_note(results)
+    return "\n".join(lines + ([f"\n{note}."] if note else [])) + "\n"
 
 
 _AXIS = {"top1": "top-1 accuracy (%)", "mAP": "mAP (%)", "loss": "eval loss"}

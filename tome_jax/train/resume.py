@@ -2,8 +2,9 @@
 
 `open_checkpoints`: the workdir is writable and has room, leftover temporary folders of an
 interrupted save are removed, then the checkpoints are opened. `restore_or_init`: the newest
-readable step (falling back past unreadable ones, which are renamed "<step>.unreadable-<time>" and
-kept) or a fresh state. `check_config`: a restart that changes a field that makes it a different
+readable step with the config saved in it (falling back past unreadable ones, which are renamed
+"<step>.unreadable-<time>" and kept; transient read errors are retried, never a reason to fall
+back) or a fresh state. `check_config`: a restart that changes a field that makes it a different
 run is refused with a diff; config.json is never silently replaced. `finished_summary`: a finished
 run restarted leaves summary.json as it was.
 """
@@ -21,7 +22,7 @@ from etils import epath
 from jax.experimental import multihost_utils
 
 from tome_jax.train import workdir as workdir_lib
-from tome_jax.train.checkpoint import Checkpointer
+from tome_jax.train.checkpoint import Checkpointer, Restored
 
 
 def _nbytes(abstract_state) -> int:
@@ -41,11 +42,12 @@ def open_checkpoints(workdir: epath.Path, abstract_state, *, keep: int) -> Check
     return Checkpointer(ckpt_dir, keep=keep)
 
 
-def restore_or_init(ckpt: Checkpointer, abstract_state, data_iterator, init_fn):
-    """(step or None, state): the newest readable checkpoint, else `init_fn()`. Unreadable newer steps
-    are renamed aside (kept, never deleted) so that the run can write those steps again."""
+def restore_or_init(ckpt: Checkpointer, abstract_state, data_iterator, init_fn) -> Restored:
+    """`Restored(step or None, state, saved config or None)`: the newest readable checkpoint, else
+    `init_fn()`. Unreadable newer steps are renamed aside (kept, never deleted) so that the run can
+    write those steps again."""
     steps = ckpt.all_steps()
-    step, state = ckpt.restore_latest(abstract_state, data_iterator)
+    step, state, saved_config = ckpt.restore_latest(abstract_state, data_iterator)
     broken = [s for s in steps if step is not None and s > step]
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("tome_jax_restored")
@@ -57,17 +59,17 @@ def restore_or_init(ckpt: Checkpointer, abstract_state, data_iterator, init_fn):
             src.rename(dst)
             logging.warning("kept the unreadable checkpoint step %d as %s; resuming from step %d.", s, dst, step)
         ckpt.manager.reload()
-    return step, state if step is not None else init_fn()
+    return Restored(step, state if step is not None else init_fn(), saved_config)
 
 
-def check_config(workdir: epath.Path, config: ml_collections.ConfigDict, ckpt: Checkpointer,
+def check_config(workdir: epath.Path, config: ml_collections.ConfigDict, saved: dict | None,
                  step: int | None) -> None:
     """Refuse a restart whose config changes a `workdir.BREAKING_FIELDS` field (unless
     `config.allow_config_change`), then write config.json; an older, different config.json is kept
-    as config.until_step_<step>.json."""
+    as config.until_step_<step>.json. saved: the config stored in checkpoint `step` (`Restored.config`);
+    None falls back to the workdir's config.json (checkpoints written before configs were saved)."""
     new = json.loads(config.to_json_best_effort())
     path = workdir / "config.json"
-    saved = ckpt.saved_config(step) if step is not None else None
     old = saved if saved is not None else (workdir_lib.read_json(path) if step is not None else None)
     diff = workdir_lib.config_diff(old, new) if old is not None else []
     diff = [d for d in diff if d[0] != "allow_config_change"]
