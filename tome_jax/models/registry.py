@@ -47,14 +47,18 @@ def register_model(name: str | None = None, *, pretrained_cfg: dict | None = Non
         key = name or builder.__name__
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} is already registered.")
-        for where, settings in [("tome", tome or {})] + [(f"tags[{t!r}]['tome']", d.get("tome", {}))
-                                                          for t, d in (tags or {}).items()]:
-            if unknown := sorted(set(settings) - set(SETTINGS)):
-                raise ValueError(f"register_model({key!r}): {where} has {unknown}; ToMe settings are "
-                                 f"{', '.join(SETTINGS)}.")
+        _check_tome(key, "tome", tome or {})
+        for tag, defaults in (tags or {}).items():
+            _check_tome(key, f"tags[{tag!r}]['tome']", defaults.get("tome", {}))
         _REGISTRY[key] = ModelEntry(builder, dict(pretrained_cfg or {}), dict(tome or {}), dict(tags or {}))
         return builder
     return decorator
+
+
+def _check_tome(name: str, where: str, settings: dict) -> None:
+    if unknown := sorted(set(settings) - set(SETTINGS)):
+        raise ValueError(f"register_model({name!r}): {where} has {unknown}; ToMe settings are "
+                         f"{', '.join(SETTINGS)}.")
 
 
 def list_models(pattern: str = "") -> list[str]:
