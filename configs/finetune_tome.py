@@ -10,6 +10,7 @@ its class count). MAE models average-pool and train without proportional attenti
 that.
 """
 
+import ml_collections
 from ml_collections.config_dict import placeholder
 
 from configs import vit_b_tome
@@ -28,7 +29,8 @@ def get_config(arg=None):
         config.total_epochs = 100.0
         config.warmup_epochs = 5.0
         config.optimizer.update(dict(lr=5e-4 * config.batch_size / 256, layer_decay=0.65, weight_decay=0.05))
-    config.tome.prop_attn = placeholder(bool)  # None: the model's default (.mae: off, timm: on)
+    # prop_attn is left to the model (.mae: off, timm: on): config.tome holds only r and method.
+    config.tome = ml_collections.ConfigDict(dict(r=config.tome.r, method=config.tome.method))
     config.init.weights = ""  # set --config.init.weights=PATH
     config.init.skip = ("head",)
     return config

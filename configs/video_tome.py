@@ -19,7 +19,6 @@ single-frame baseline on the same task (its accuracy is capped at 25%: one frame
 """
 
 import ml_collections
-from ml_collections.config_dict import placeholder
 
 from configs.common import add_run_settings, data_config, parse_arg
 
@@ -39,8 +38,8 @@ def get_config(arg=None):
     config.task = "classification"
 
     # ToMe during fine-tuning: r=65 leaves 37 of 1568 tokens after 24 blocks (2.1x fewer FLOPs).
+    # Fields of tome_jax.apply_tome; prop_attn is left to the model (the .mae_st tag: off).
     config.tome = ml_collections.ConfigDict(dict(r=65 if arg.r < 0 else arg.r, method="bipartite"))
-    config.tome.prop_attn = placeholder(bool)  # None: the tag's choice (.mae_st: off)
 
     # Data: decoded Kinetics-400 clips, 16 frames every 4th; random window + random-resized crop.
     config.data = data_config()

@@ -62,6 +62,25 @@ def test_checks_in_process():
             cli.parse_r_list(bad)
 
 
+def test_every_recipe_sets_only_tome_settings_and_no_placeholders():
+    """config.tome holds apply_tome's keywords with values; a setting the model decides is left out."""
+    import glob
+
+    from tome_jax.reduction import SETTINGS
+
+    recipes = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                     if os.path.basename(p) not in ("__init__.py", "common.py"))
+    assert len(recipes) >= 7
+    for path in recipes:
+        for arg in (None, "runlocal"):
+            config = cli.load_recipe(path if arg is None else f"{path}:{arg}")
+            assert "r" in config.tome and set(config.tome) <= set(SETTINGS), (path, arg, config.tome)
+            assert None not in config.tome.to_dict().values(), (path, arg, config.tome)
+    finetune = cli.load_recipe(os.path.join(ROOT, "configs/finetune_tome.py"))
+    with pytest.raises(cli.ConfigError, match="no field 'prop_attn' in config.tome. Fields: method, r"):
+        cli.check_overrides(finetune, [("tome.prop_attn", "true")])  # the model's: .mae off, timm on
+
+
 def test_readme_parse_r_examples():
     from tome_jax import merge
 

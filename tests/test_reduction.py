@@ -21,7 +21,7 @@ def groups_of(plan, batch_row):
 
 
 def make_plan(method, x, r, class_token=False, distill_token=False):
-    reduction = TokenReduction(method=method, r=(r,), class_token=class_token, distill_token=distill_token)
+    reduction = TokenReduction(method=method, r=(r,), protected=int(class_token) + int(distill_token))
     return reduction.plan(0, x, jax.random.key(3))
 
 
@@ -50,7 +50,7 @@ def test_plan_round_trip_puts_each_group_mean_back(method, cls, dist):
 
 def test_prune_keeps_t_minus_r_tokens_and_never_averages():
     x = jax.random.normal(jax.random.key(1), (2, 13, 4))
-    reduction = TokenReduction(method="prune", r=(5,), class_token=True)
+    reduction = TokenReduction(method="prune", r=(5,), protected=1)
     plan = reduction.plan(0, x)
     kept, size, _ = reduction.reduce(plan, x, None, None)
     assert kept.shape == (2, 8, 4) and size.shape == (2, 8, 1)
@@ -68,7 +68,7 @@ def test_plans_are_pytrees_that_cross_jit():
 
 
 def test_token_counts_use_one_clamp():
-    red = TokenReduction(r=(100, 100, 100), class_token=True)
+    red = TokenReduction(r=(100, 100, 100), protected=1)
     assert red.token_counts(65) == [65, 33, 17, 9]  # (T - 1) // 2 removed per layer
     assert merge.max_r(65, 1) == 32
     assert dataclasses.replace(red, method="none").token_counts(65) == [65] * 4
@@ -77,7 +77,7 @@ def test_token_counts_use_one_clamp():
 
 
 def test_resolve_schedule_forms():
-    red = TokenReduction(class_token=True)
+    red = TokenReduction(protected=1)
     assert resolve_schedule(8, 3, 65, red) == (8, 8, 8)
     assert resolve_schedule((8, -1), 3, 65, red) == tuple(merge.parse_r(3, (8, -1)))
     assert resolve_schedule([4, 0, 2], 3, 65, red) == (4, 0, 2)

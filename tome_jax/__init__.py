@@ -12,6 +12,7 @@ _LAZY = {  # public name -> (module, attribute or None for the module itself)
     "merge": ("tome_jax.merge", None),
     "reduction": ("tome_jax.reduction", None),
     "TokenReduction": ("tome_jax.reduction", "TokenReduction"),
+    "apply_tome": ("tome_jax.models.encoder", "apply_tome"),
     "create_model": ("tome_jax.models.registry", "create_model"),
     "list_models": ("tome_jax.models.registry", "list_models"),
     "register_model": ("tome_jax.models.registry", "register_model"),

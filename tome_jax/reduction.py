@@ -1,10 +1,13 @@
 """How a transformer reduces its tokens, as one small frozen (hashable, so jit-static) value.
 
 A `TokenReduction` says which method merges tokens, how many per layer, and what the blocks carry
-along (proportional attention, source tracing, protected prefix tokens). Every block of the shared
-encoder receives it with its layer index; `model.r = 16` etc. are shorthands that replace it.
+along (proportional attention, source tracing). Those four are the user's `SETTINGS`, set on a built
+model by `tome_jax.apply_tome(model, r=16, method=..., prop_attn=..., trace_source=...)`; the fifth
+field, `protected` (how many prefix tokens, class / distill, are never merged), is the model's
+architecture and is set by the encoder. Every block of the shared encoder receives the value with
+its layer index.
 
-    red = TokenReduction(method="bipartite", r=(8, 8, 8, 8), class_token=True)
+    red = TokenReduction(method="bipartite", r=(8, 8, 8, 8), protected=1)
     plan = red.plan(layer, metric)                    # MergePlan or None (nothing to do)
     x, size, source = red.reduce(plan, x, size, source)
 
@@ -30,6 +33,9 @@ import jax.numpy as jnp
 from tome_jax import merge as tome
 
 METHODS = ("bipartite", "prune", "random", "kth", "none")
+# The user's settings: the keywords of `apply_tome`, the fields of a recipe's `config.tome` (r as
+# given there is a schedule, resolved to one int per layer by `resolve_schedule`).
+SETTINGS = ("method", "r", "prop_attn", "trace_source")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +44,15 @@ class TokenReduction:
 
     method: one of METHODS. r: per-layer tokens to remove (k for "kth"), one entry per block.
     prop_attn: add log(size) of the keys to the attention logits. trace_source: track which input
-    tokens each token holds. class_token / distill_token: tokens 0 (and 1) are never merged.
+    tokens each token holds. protected: the model's prefix tokens that are never merged: 0, 1 (a
+    class token) or 2 (class and distill token), tokens 0 (and 1).
     """
 
     method: str = "bipartite"
     r: tuple[int, ...] = ()
     prop_attn: bool = True
     trace_source: bool = False
-    class_token: bool = False
-    distill_token: bool = False
+    protected: int = 0
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -56,10 +62,12 @@ class TokenReduction:
                                                 for v in self.r):
             raise ValueError(f"TokenReduction.r must be a tuple of per-layer ints >= 0, got {self.r!r}; "
                              "use resolve_schedule() to expand 16, (16, -1) or a fraction.")
-
-    @property
-    def protected(self) -> int:
-        return int(self.class_token) + int(self.distill_token)
+        for name in ("prop_attn", "trace_source"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}.")
+        if self.protected not in (0, 1, 2):
+            raise ValueError(f"protected must be 0, 1 (class token) or 2 (class and distill token), "
+                             f"got {self.protected!r}.")
 
     def layer_r(self, layer: int) -> int:
         return self.r[layer] if self.method != "none" and layer < len(self.r) else 0
@@ -88,7 +96,8 @@ class TokenReduction:
         if self.tokens_after(layer, tokens) == tokens:
             return None
         if self.method in ("bipartite", "prune"):
-            return tome.bipartite_plan(metric, r, self.class_token, self.distill_token)
+            return tome.bipartite_plan(metric, r, class_token=self.protected >= 1,
+                                       distill_token=self.protected == 2)
         p = self.protected  # random / kth: plan over the unprotected tokens, prefix kept in front
         if self.method == "random":
             if key is None:

@@ -1,5 +1,6 @@
 """The shared encoder, the open registry and the image stem: a second family plugs in unchanged."""
 
+import dataclasses
 import subprocess
 import sys
 
@@ -22,12 +23,12 @@ class RowFormer(Encoder):
     no_weight_decay_params = ("pos_embed",)
 
     def __init__(self, *, img_size=16, in_chans=3, embed_dim=32, depth=2, num_heads=2, num_classes=10,
-                 r=0, dtype=None, pretrained_cfg=None, rngs, **encoder_kwargs):
+                 dtype=None, pretrained_cfg=None, rngs, **encoder_kwargs):
         self.img_size, self.in_chans, self.num_classes = img_size, in_chans, num_classes
         self.row_embed = linear(img_size * in_chans, embed_dim, rngs=rngs, dtype=dtype)
         self.pos_embed = nnx.Param(jnp.zeros((1, img_size, embed_dim)))
         Encoder.__init__(self, embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_tokens=img_size,
-                         r=r, dtype=dtype, rngs=rngs, **encoder_kwargs)
+                         dtype=dtype, rngs=rngs, **encoder_kwargs)
         self.norm = layer_norm(embed_dim, rngs=rngs, dtype=dtype)
         self.head = linear(embed_dim, num_classes, rngs=rngs, dtype=dtype)
         self.decoder = linear(embed_dim, img_size * in_chans, rngs=rngs, dtype=dtype)
@@ -106,14 +107,64 @@ def test_each_method_compiles_once_per_schedule():
     forward = CompiledForward(model)
     images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
     for method in ("bipartite", "prune", "random", "kth", "none"):
-        model.reduction_method = method
+        model.method = method
         for r in (2, 3, 2, 3):
             forward(images, r=r)
             forward(images + 1.0, r=r)
     assert len(forward.traces) == 10 and set(forward.traces.values()) == {1}
-    model.reduction_method, model.r = "prune", 3
+    model.method, model.r = "prune", 3
     _, info = model(images, return_info=True)
     assert info["size"].shape[1] == 11  # 17 -> 14 -> 11: prune removes as many tokens as merging
+
+
+def test_apply_tome_is_the_one_door_and_changes_only_what_it_is_given():
+    import inspect
+
+    from tome_jax.reduction import SETTINGS, TokenReduction
+
+    assert tuple(inspect.signature(tome_jax.apply_tome).parameters)[1:] == SETTINGS
+    assert [f.name for f in dataclasses.fields(TokenReduction)] == [*SETTINGS, "protected"]
+    model = tome_jax.create_model("deit_tiny_distilled_patch16_224", img_size=16, patch_size=4, embed_dim=32,
+                                  depth=2, num_heads=2, num_classes=4)
+    assert model.reduction == TokenReduction(r=(0, 0), protected=2)  # class + distill token: the model's
+    assert tome_jax.apply_tome(model, r=3, prop_attn=False) is model
+    assert model.reduction == TokenReduction(r=(3, 3), prop_attn=False, protected=2)
+    tome_jax.apply_tome(model, method="kth", trace_source=True)  # r and prop_attn stay
+    assert (model.r, model.method, model.prop_attn, model.trace_source) == (3, "kth", False, True)
+    model.r, model.prop_attn = [1, 2], True  # the shorthands are apply_tome with one keyword
+    assert model.r == [1, 2] and model.reduction == TokenReduction("kth", (1, 2), True, True, protected=2)
+    hash(model.reduction)  # static under jit
+    with pytest.raises(TypeError, match="class_token"):
+        tome_jax.apply_tome(model, class_token=True)  # an architecture fact, not a setting
+    with pytest.raises(ValueError, match="prop_attn must be True or False, got 'no'"):
+        tome_jax.apply_tome(model, prop_attn="no")
+    with pytest.raises(ValueError, match="unknown token reduction method 'merge'"):
+        model.method = "merge"
+    assert model.reduction.method == "kth"  # a refused setting changes nothing
+
+
+def test_constructors_take_no_tome_settings_and_families_keep_their_defaults_in_the_registry():
+    import inspect
+
+    from tome_jax.models import AudioTransformer, MaskedAutoencoder, VideoTransformer, VisionTransformer
+    from tome_jax.reduction import SETTINGS
+
+    for cls in (Encoder, VisionTransformer, VideoTransformer, MaskedAutoencoder, AudioTransformer):
+        assert not set(SETTINGS) & set(inspect.signature(cls.__init__).parameters), cls
+    small = dict(embed_dim=32, depth=2, num_heads=2)
+    defaults = {  # name -> prop_attn: the family's registry entry, a tag's override, or TokenReduction's
+        "vit_tiny_patch16_224": True, "vit_tiny_patch16_224.mae": False, "vit_tiny_patch16_audio": False,
+        "mae_vit_tiny_patch16": False, "video_vit_base_patch16": True, "video_vit_base_patch16.mae_st": False}
+    for name, prop_attn in defaults.items():
+        model = nnx.eval_shape(lambda: tome_jax.create_model(name, **small))
+        assert model.prop_attn is prop_attn and model.r == 0, name
+        model = nnx.eval_shape(lambda: tome_jax.create_model(name, **small, r=2, prop_attn=None))
+        assert model.prop_attn is prop_attn and model.r == 2, name  # None: the default survives
+        assert nnx.eval_shape(lambda: tome_jax.create_model(name, **small, prop_attn=not prop_attn)).prop_attn \
+            is (not prop_attn)
+    with pytest.raises(ValueError, match=r"tags\['x'\]\['tome'\] has \['reduction_method'\]"):
+        tome_jax.register_model("toy_bad_tome", tags={"x": dict(tome=dict(reduction_method="kth"))})(toy_rowformer)
+    assert "toy_bad_tome" not in tome_jax.list_models("toy_bad")
 
 
 def test_one_channel_rectangular_input_through_the_image_stem():
@@ -149,10 +200,16 @@ def test_tags_keep_their_defaults_unless_the_config_sets_the_field():
 
     config = get_config("runlocal")
     config.model_name = "vit_tiny_patch16_224.mae"
-    config.tome.prop_attn = None
+    assert "prop_attn" not in config.tome  # the recipe leaves it to the model
     assert build_model(config).prop_attn is False
+    config.model_name = "vit_tiny_patch16_224"
+    assert build_model(config).prop_attn is True
+    config.model_name = "vit_tiny_patch16_224.mae"
     config.tome.prop_attn = True
     assert build_model(config).prop_attn is True
+    config.tome.prop_atn = False
+    with pytest.raises(ValueError, match=r"config.tome has \['prop_atn'\]; .*method, r, prop_attn, trace_source"):
+        build_model(config)
 
 
 def test_a_model_is_described_by_its_name_and_what_changes_it():

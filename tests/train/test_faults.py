@@ -227,6 +227,18 @@ def test_restart_with_a_breaking_config_change_is_refused_with_a_diff(finished_r
     assert (run / "config.json").read_bytes() == config
 
 
+def test_a_saved_tome_placeholder_does_not_block_a_resume():
+    """Recipes once wrote config.tome.prop_attn=None for "the model's default"; they now leave it out."""
+    saved = {"tome": {"r": 16, "method": "bipartite", "prop_attn": None}, "seed": 0}
+    now = {"tome": {"r": 16, "method": "bipartite"}, "seed": 0}
+    diff = workdir_lib.config_diff(saved, now)
+    assert diff == [("tome.prop_attn", None, "<missing>")] and workdir_lib.breaking_changes(diff) == []
+    changed = workdir_lib.config_diff(saved, {"tome": {**now["tome"], "prop_attn": False}, "seed": 0})
+    assert workdir_lib.breaking_changes(changed) == [("tome.prop_attn", None, False)]
+    dropped = workdir_lib.config_diff({"tome": {"r": 16, "prop_attn": False}}, {"tome": {"r": 16}})
+    assert workdir_lib.breaking_changes(dropped) == [("tome.prop_attn", False, "<missing>")]
+
+
 def test_a_saved_init_loader_does_not_block_a_resume_but_a_recipe_that_sets_it_is_refused():
     """init.loader (a dotted loader name) was removed: configs saved with it still resume."""
     saved = {"init": {"weights": "", "skip": ["head"], "loader": "tome_jax.models.audio.load_audiomae"}, "seed": 0}

@@ -1,6 +1,6 @@
 """Flax NNX models with token reduction: the shared encoder, model families and the registry."""
 
-from tome_jax.models.encoder import Attention, Block, Encoder, EncoderOutput, Mlp
+from tome_jax.models.encoder import Attention, Block, Encoder, EncoderOutput, Mlp, apply_tome
 from tome_jax.models.registry import create_model, list_models, register_model
 from tome_jax.models.vit import PatchEmbed, VisionTransformer
 from tome_jax.models.mae import MaskedAutoencoder
@@ -9,4 +9,4 @@ from tome_jax.models.audio import AudioTransformer  # registers vit_*_patch16_au
 
 __all__ = ["Attention", "AudioTransformer", "Block", "Encoder", "EncoderOutput", "MaskedAutoencoder", "Mlp", "PatchEmbed",
            "VideoTransformer", "VisionTransformer",
-           "create_model", "list_models", "register_model"]
+           "apply_tome", "create_model", "list_models", "register_model"]

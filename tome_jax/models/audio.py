@@ -66,10 +66,11 @@ def _register_audio_vits() -> None:
     for size, (dim, depth, heads) in _SIZES.items():
         # MAE-style fine-tuned models: average pooling + fc_norm, class token kept (AudioMAE's layout),
         # no proportional attention (as the official ToMe patch for MAE models and training with ToMe).
-        register_model(f"vit_{size}_patch16_audio", pretrained_cfg=AUDIOMAE_PRETRAINED_CFG)(functools.partial(
+        register_model(f"vit_{size}_patch16_audio", tome=dict(prop_attn=False),
+                       pretrained_cfg=AUDIOMAE_PRETRAINED_CFG)(functools.partial(
             AudioTransformer, patch_size=16, embed_dim=dim, depth=depth, num_heads=heads,
             img_size=(1024, 128), in_chans=1, num_classes=AUDIOSET_CLASSES, class_token=True,
-            global_pool="avg", fc_norm=True, prop_attn=False))
+            global_pool="avg", fc_norm=True))
 
 
 _register_audio_vits()

@@ -1,6 +1,6 @@
 """One compiled forward per token-reduction schedule, cached: `CompiledForward`.
 
-The reduction (`model.r`, `model.prop_attn`, `model.trace_source`, the method) is static graph
+The reduction (`model.reduction`: r, method, prop_attn, trace_source, set by `apply_tome`) is static graph
 structure, so every schedule is its own XLA program. `CompiledForward` splits the model once per
 schedule, jits a pure function of (state, *args) and reuses it for every later call with inputs
 of the same shape and dtype. The train loop's eval, eval.py, `choose_r` and the benchmarks all use

@@ -2,10 +2,12 @@
 
 `Encoder` owns `blocks.i` (timm names) and the model's `TokenReduction`; a family subclasses it,
 adds a stem (how inputs become tokens: 2-D patches, 3-D tubelets, spectrogram patches, MAE's
-visible tokens) and a head, and calls `self.encode(tokens)`. ToMe is a property of the module:
-`model.r` (int, `(r, inflect)`, a per-layer list or a fraction), `model.prop_attn`,
-`model.trace_source` and `model.reduction_method` are plain attributes, static under jit, so each
-schedule compiles once. Each block reduces between attention and MLP (docs/semantics.md).
+visible tokens) and a head, and calls `self.encode(tokens)`. Constructors know nothing of ToMe: it
+is applied to a built model by `apply_tome(model, r=16, method=..., prop_attn=..., trace_source=...)`
+(only the keywords given change). `model.r`, `model.method`, `model.prop_attn` and
+`model.trace_source` read the settings, and assigning one is `apply_tome` with that keyword. The
+reduction is a plain attribute, static under jit, so each schedule compiles once. Each block
+reduces between attention and MLP (docs/semantics.md).
 """
 
 from __future__ import annotations
@@ -139,8 +141,9 @@ class Encoder(nnx.Module):
     """Transformer blocks with token reduction; model families subclass it.
 
     A subclass builds its stem, then calls `Encoder.__init__(self, ...)` with the number of tokens
-    the stem produces (for fractional r and FLOP counts) and which prefix tokens are protected, then
-    builds its head. Class attributes name the family's parameters for the optimizer:
+    the stem produces (for fractional r and FLOP counts) and how many of them are prefix tokens
+    (class / distill token: never merged), then builds its head. The model starts without
+    reduction (r=0, the `TokenReduction` defaults); `apply_tome` changes that. Class attributes name the family's parameters for the optimizer:
     `stem_params` (layer 0 of layer-wise lr decay) and `no_weight_decay_params`.
     """
 
@@ -149,10 +152,8 @@ class Encoder(nnx.Module):
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, num_tokens: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, init_values: float | None = None,
-                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, class_token: bool = False,
-                 distill_token: bool = False, r: Any = 0, reduction_method: str = "bipartite",
-                 prop_attn: bool = True, trace_source: bool = False, dtype=None, rngs: nnx.Rngs,
-                 gelu: str = "exact"):
+                 drop_rate: float = 0.0, drop_path_rate: float = 0.0, num_prefix_tokens: int = 0,
+                 dtype=None, rngs: nnx.Rngs, gelu: str = "exact"):
         if gelu not in GELUS:
             raise ValueError(f"gelu must be one of {GELUS} (exact: torch/timm; tanh: big_vision), got {gelu!r}.")
         self.embed_dim, self.depth, self.num_tokens = embed_dim, depth, num_tokens
@@ -164,10 +165,9 @@ class Encoder(nnx.Module):
         ])
         # Keys of the "random" method; re-seeded by the train loop every step.
         self.reduction_rngs = nnx.Rngs(reduction=0)
-        self._reduction = TokenReduction(method=reduction_method, prop_attn=prop_attn,
-                                         trace_source=trace_source, class_token=class_token,
-                                         distill_token=distill_token)
-        self.r = r
+        self._reduction = TokenReduction(r=(0,) * depth, protected=num_prefix_tokens)
+        self._schedule = 0  # r as the user gave it (a list is kept as a tuple: static attributes are hashable)
+        self._schedule_is_list = False
 
     @property
     def gelu(self) -> str:
@@ -203,7 +203,7 @@ class Encoder(nnx.Module):
         shape = (batch, *self.pretrained_cfg["input_size"])
         return (jax.random.normal(jax.random.key(0), shape, dtype),)
 
-    # --- token reduction: one hashable value, with shorthands -------------------------------------
+    # --- token reduction: one hashable value, set by `apply_tome` -------------------------------------
 
     @property
     def reduction(self) -> TokenReduction:
@@ -211,38 +211,32 @@ class Encoder(nnx.Module):
 
     @reduction.setter
     def reduction(self, value: TokenReduction):
-        if len(value.r) != self.depth:
-            raise ValueError(f"reduction.r has {len(value.r)} entries for {self.depth} blocks.")
+        """Install a whole value (e.g. a `TokenReduction` subclass in a benchmark); settings go
+        through `apply_tome`."""
+        if len(value.r) != self.depth or value.protected != self._reduction.protected:
+            raise ValueError(f"reduction must have {self.depth} entries in r and protected="
+                             f"{self._reduction.protected} (the model's prefix tokens), got {value}.")
         self._reduction = value
 
     @property
     def r(self):
         """The schedule as set: int, (r, inflect), a per-layer list or a fraction."""
-        return list(self._r) if self._r_is_list else self._r
+        return list(self._schedule) if self._schedule_is_list else self._schedule
 
+    # Shorthands: `model.r = 16` is `apply_tome(model, r=16)`, and so on for every setting.
     @r.setter
     def r(self, value):
-        per_layer = resolve_schedule(value, self.depth, self.num_tokens, self._reduction)  # validates now
-        self._r_is_list = isinstance(value, list)
-        self._r = tuple(value) if self._r_is_list else value
-        self._reduction = dataclasses.replace(self._reduction, r=per_layer)
+        apply_tome(self, r=value)
+
+    method = property(lambda self: self._reduction.method, lambda self, v: apply_tome(self, method=v))
+    prop_attn = property(lambda self: self._reduction.prop_attn, lambda self, v: apply_tome(self, prop_attn=v))
+    trace_source = property(lambda self: self._reduction.trace_source,
+                            lambda self, v: apply_tome(self, trace_source=v))
 
     @property
     def r_per_layer(self) -> list[int]:
         """The schedule's r of each block, before the per-block clamp."""
         return list(self._reduction.r)
-
-    def _set(self, **changes):
-        self._reduction = dataclasses.replace(self._reduction, **changes)
-        if "method" in changes:
-            self.r = self.r  # a fraction resolves against the new method's token counts
-
-    prop_attn = property(lambda self: self._reduction.prop_attn,
-                         lambda self, v: self._set(prop_attn=bool(v)))
-    trace_source = property(lambda self: self._reduction.trace_source,
-                            lambda self, v: self._set(trace_source=bool(v)))
-    reduction_method = property(lambda self: self._reduction.method,
-                                lambda self, v: self._set(method=v))
 
     def token_counts(self, r: Any = None) -> list[int]:
         """Tokens entering each block, then the final count (depth + 1 numbers)."""
@@ -316,3 +310,27 @@ class Encoder(nnx.Module):
         model without one, has its decoder ignored (and its final `norm`, with `fc_norm` left at its
         init, when the model pools with `fc_norm` instead), as the official MAE fine-tuning does."""
         return mae_pretraining_rule(state_dict, timm_param_names(self))
+
+
+def apply_tome(model: Encoder, *, method: str | None = None, r: Any = None, prop_attn: bool | None = None,
+               trace_source: bool | None = None) -> Encoder:
+    """Set token reduction on a built model (any `Encoder`); returns the model. Only the keywords
+    given change (None: as it is). The keywords are `tome_jax.reduction.SETTINGS`, the fields of a
+    recipe's `config.tome`.
+
+    method: one of `reduction.METHODS`. r: an int for every block, (r, inflect) (the paper's linear
+    schedule), a list of one int per block, or a fraction in (0, 1) of each block's unprotected
+    tokens. prop_attn: proportional attention. trace_source: track which input tokens each token
+    holds (`return_info["source"]`).
+
+        tome_jax.apply_tome(model, r=16, method="bipartite", prop_attn=True, trace_source=False)
+    """
+    given = dict(method=method, r=r, prop_attn=prop_attn, trace_source=trace_source)
+    changes = {k: v for k, v in given.items() if v is not None and k != "r"}
+    reduction = dataclasses.replace(model.reduction, **changes)  # validates the values
+    schedule = model.r if r is None else r  # a fraction resolves against the new method's token counts
+    per_layer = resolve_schedule(schedule, model.depth, model.num_tokens, reduction)
+    model._schedule_is_list = isinstance(schedule, list)
+    model._schedule = tuple(schedule) if model._schedule_is_list else schedule
+    model._reduction = dataclasses.replace(reduction, r=per_layer)
+    return model

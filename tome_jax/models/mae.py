@@ -17,7 +17,6 @@ official `patchify` ("nhwpqc"), so `decoder_pred` weights are interchangeable.
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -76,10 +75,6 @@ class MaskedAutoencoder(Encoder):
         mask_ratio: float = 0.75,
         norm_pix_loss: bool = True,
         drop_path_rate: float = 0.0,
-        r: Any = 0,
-        reduction_method: str = "bipartite",
-        prop_attn: bool = False,
-        trace_source: bool = False,
         dtype=None,
         pretrained_cfg: dict | None = None,
         rngs: nnx.Rngs,
@@ -114,8 +109,7 @@ class MaskedAutoencoder(Encoder):
         self.pos_embed = nnx.Param(jnp.asarray(sincos_pos_embed_2d(embed_dim, self.grid_size)))
         Encoder.__init__(
             self, embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_tokens=1 + self.num_keep,
-            mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, class_token=True, r=r,
-            reduction_method=reduction_method, prop_attn=prop_attn, trace_source=trace_source,
+            mlp_ratio=mlp_ratio, drop_path_rate=drop_path_rate, num_prefix_tokens=self.num_prefix_tokens,
             dtype=dtype, rngs=rngs)
         self.norm = layer_norm(embed_dim, rngs=rngs, dtype=dtype)
 
@@ -244,8 +238,9 @@ _SIZES = {  # name -> (patch, embed_dim, depth, heads); decoder 512-d, 8 blocks,
 
 def _register_maes() -> None:
     for name, (patch, dim, depth, heads) in _SIZES.items():
-        register_model(name, pretrained_cfg=dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0,
-                                                 interpolation="bicubic"))(
+        # No proportional attention by default, as in the ToMe paper's MAE runs.
+        register_model(name, tome=dict(prop_attn=False), pretrained_cfg=dict(
+            mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0, interpolation="bicubic"))(
             functools.partial(MaskedAutoencoder, patch_size=patch, embed_dim=dim, depth=depth, num_heads=heads,
                               decoder_embed_dim=512, decoder_depth=8, decoder_num_heads=16, img_size=224))
 

@@ -1,11 +1,12 @@
 """The model registry: families register names with `register_model`; `create_model` builds them.
 
 timm style: a name maps to a builder (any callable returning an NNX module, usually the family's
-class with its architecture bound), the weights' preprocessing config (`pretrained_cfg`) and tags
-that change defaults ("vit_base_patch16_224.mae"). A new family is one new file plus registrations;
-nothing here changes.
+class with its architecture bound), the weights' preprocessing config (`pretrained_cfg`), the
+family's ToMe defaults (`tome`, e.g. MAE's `dict(prop_attn=False)`: applied with `apply_tome` after
+the model is built, constructors know nothing of ToMe) and tags that change defaults
+("vit_base_patch16_224.mae"). A new family is one new file plus registrations; nothing here changes.
 
-    @register_model("toy_tiny", pretrained_cfg=dict(mean=(0.5,), std=(0.5,)))
+    @register_model("toy_tiny", pretrained_cfg=dict(mean=(0.5,), std=(0.5,)), tome=dict(prop_attn=False))
     def toy_tiny(**kwargs):
         return ToyModel(**{"embed_dim": 32, **kwargs})
 """
@@ -19,31 +20,45 @@ from typing import Callable
 
 from flax import nnx
 
+from tome_jax.models.encoder import apply_tome
+from tome_jax.reduction import SETTINGS
+
 
 @dataclasses.dataclass(frozen=True)
 class ModelEntry:
     builder: Callable[..., nnx.Module]
     pretrained_cfg: dict
-    tags: dict  # tag -> keyword defaults (a "pretrained_cfg" entry updates the config)
+    tome: dict  # the family's ToMe settings (`apply_tome` keywords) over TokenReduction's defaults
+    tags: dict  # tag -> keyword defaults (a "pretrained_cfg" or "tome" entry updates that dict)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str | None = None, *, pretrained_cfg: dict | None = None,
+def register_model(name: str | None = None, *, pretrained_cfg: dict | None = None, tome: dict | None = None,
                    tags: dict | None = None) -> Callable:
     """Decorator registering `builder(**kwargs) -> nnx.Module` under `name` (default: its __name__).
 
     Also usable as a call: `register_model("vit_x", pretrained_cfg=...)(functools.partial(Cls, ...))`.
+    tome: the family's ToMe defaults, keywords of `apply_tome` (a tag's "tome" entry overrides them).
     Registering a name twice is an error (two families must not silently shadow each other).
     """
     def decorator(builder):
         key = name or builder.__name__
         if key in _REGISTRY:
             raise ValueError(f"model name {key!r} is already registered.")
-        _REGISTRY[key] = ModelEntry(builder, dict(pretrained_cfg or {}), dict(tags or {}))
+        _check_tome(key, "tome", tome or {})
+        for tag, defaults in (tags or {}).items():
+            _check_tome(key, f"tags[{tag!r}]['tome']", defaults.get("tome", {}))
+        _REGISTRY[key] = ModelEntry(builder, dict(pretrained_cfg or {}), dict(tome or {}), dict(tags or {}))
         return builder
     return decorator
+
+
+def _check_tome(name: str, where: str, settings: dict) -> None:
+    if unknown := sorted(set(settings) - set(SETTINGS)):
+        raise ValueError(f"register_model({name!r}): {where} has {unknown}; ToMe settings are "
+                         f"{', '.join(SETTINGS)}.")
 
 
 def list_models(pattern: str = "") -> list[str]:
@@ -98,21 +113,26 @@ def _normalized(value):
 
 
 def create_model(name: str, *, rngs: nnx.Rngs | None = None, **kwargs) -> nnx.Module:
-    """A registered model by name ("family_size[.tag]"), with ToMe settings and any override.
+    """A registered model by name ("family_size[.tag]"), with any override and ToMe settings.
 
-    create_model("vit_base_patch16_224", num_classes=1000, r=16, prop_attn=True, trace_source=False,
-                 reduction_method="bipartite", img_size=224, global_pool="token", drop_path_rate=0.0,
-                 dtype=None)
-    Precedence: the name's architecture < the tag's defaults < the keywords given here (pass only
-    the fields you mean to set: a tag's default survives every field you leave out). The model is
-    returned in eval mode (dropout off); call `model.train()` before training.
+    create_model("vit_base_patch16_224", num_classes=1000, img_size=224, global_pool="token",
+                 drop_path_rate=0.0, dtype=None, r=16, method="bipartite", prop_attn=True, trace_source=False)
+    The ToMe keywords (`reduction.SETTINGS`) go to `apply_tome` once the model is built; the rest to
+    the builder. Precedence: the name's architecture and ToMe defaults < the tag's < the keywords
+    given here (None or left out: the default survives). The model is returned in eval mode
+    (dropout off); call `model.train()` before training.
     """
     entry, stem, tag = _entry(name)
     config = dict(entry.tags.get(tag, {}))
     pretrained_cfg = dict(entry.pretrained_cfg, **config.pop("pretrained_cfg", {}))
+    tome = dict(entry.tome, **config.pop("tome", {}))
     config.update(kwargs)
     pretrained_cfg.update(config.pop("pretrained_cfg", None) or {})
     pretrained_cfg["architecture"] = stem
+    given = {k: config.pop(k) for k in SETTINGS if k in config}
+    tome.update({k: v for k, v in given.items() if v is not None})
     model = entry.builder(**config, pretrained_cfg=pretrained_cfg, rngs=rngs or nnx.Rngs(0))
+    if tome:  # a builder may return any NNX module; ToMe needs an Encoder
+        apply_tome(model, **tome)
     model.eval()
     return model

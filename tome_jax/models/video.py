@@ -16,7 +16,6 @@ extends the `Encoder`'s rules (a pre-training decoder is ignored, as for image M
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -80,10 +79,6 @@ class VideoTransformer(Encoder):
         drop_rate: float = 0.0,
         head_drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        r: Any = 0,
-        reduction_method: str = "bipartite",
-        prop_attn: bool = True,
-        trace_source: bool = False,
         dtype=None,
         pretrained_cfg: dict | None = None,
         rngs: nnx.Rngs,
@@ -111,8 +106,7 @@ class VideoTransformer(Encoder):
         Encoder.__init__(
             self, embed_dim=embed_dim, depth=depth, num_heads=num_heads,
             num_tokens=self.num_patches + self.num_prefix_tokens, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
-            drop_rate=drop_rate, drop_path_rate=drop_path_rate, class_token=class_token, r=r,
-            reduction_method=reduction_method, prop_attn=prop_attn, trace_source=trace_source,
+            drop_rate=drop_rate, drop_path_rate=drop_path_rate, num_prefix_tokens=self.num_prefix_tokens,
             dtype=dtype, rngs=rngs)
         self.fc_norm = layer_norm(embed_dim, rngs=rngs, dtype=dtype)  # MAE-ST's post-pool `norm`
         self.head_drop = nnx.Dropout(head_drop_rate, rngs=rngs)  # MAE-ST's `dropout` (0.5 default, 0.3 for L)
@@ -251,7 +245,7 @@ _SIZES = {  # size -> (embed_dim, depth, heads); MAE-ST's `vit_huge_patch14` bui
     "huge": (1280, 32, 16),
 }
 # The official checkpoints' layout: a class token (cls_embed=True), trained without proportional attention.
-_TAGS = {"mae_st": dict(class_token=True, prop_attn=False)}
+_TAGS = {"mae_st": dict(class_token=True, tome=dict(prop_attn=False))}
 
 
 def _register_video_vits() -> None:

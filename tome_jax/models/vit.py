@@ -8,7 +8,6 @@ rectangular and have any channel count (`img_size=(32, 128), in_chans=1` for a s
 from __future__ import annotations
 
 import functools
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -72,10 +71,6 @@ class VisionTransformer(Encoder):
         init_values: float | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
-        r: Any = 0,
-        reduction_method: str = "bipartite",
-        prop_attn: bool = True,
-        trace_source: bool = False,
         dtype=None,
         gelu: str = "exact",
         pretrained_cfg: dict | None = None,
@@ -104,9 +99,8 @@ class VisionTransformer(Encoder):
         Encoder.__init__(
             self, embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_tokens=num_tokens,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values, drop_rate=drop_rate,
-            drop_path_rate=drop_path_rate, class_token=class_token, distill_token=distilled, r=r,
-            reduction_method=reduction_method, prop_attn=prop_attn, trace_source=trace_source,
-            dtype=dtype, rngs=rngs, gelu=gelu)
+            drop_path_rate=drop_path_rate, num_prefix_tokens=self.num_prefix_tokens, dtype=dtype, rngs=rngs,
+            gelu=gelu)
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
         self.norm = None if use_fc_norm else layer_norm(embed_dim, rngs=rngs, dtype=dtype)
         self.fc_norm = layer_norm(embed_dim, rngs=rngs, dtype=dtype) if use_fc_norm else None
@@ -210,7 +204,7 @@ _SIZES = {  # name stem -> (patch, embed_dim, depth, heads)
 }
 # timm tags that change the architecture's defaults, e.g. "vit_base_patch16_224.mae".
 _TAGS = {
-    "mae": dict(global_pool="avg", prop_attn=False,
+    "mae": dict(global_pool="avg", tome=dict(prop_attn=False),
                 pretrained_cfg=dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=0.875)),
     "swag": dict(pretrained_cfg=dict(mean=IMAGENET_MEAN, std=IMAGENET_STD, crop_pct=1.0)),
 }

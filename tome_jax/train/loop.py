@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 import tome_jax
 from tome_jax import data as data_lib
 from tome_jax.models.compiled import CompiledForward
+from tome_jax.reduction import SETTINGS
 from tome_jax.train import optimizer as optimizer_lib
 from tome_jax.train import sharding as sharding_lib
 from tome_jax.train import preemption, resume, tasks
@@ -38,9 +39,9 @@ _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True) -> nnx.Module:
-    """The recipe's model from the registry: `config.model_name` + `config.model` overrides +
-    `config.tome` (r, method, prop_attn). A field set to None keeps the model's (or its tag's)
-    default, e.g. `.mae` models' prop_attn=False."""
+    """The recipe's model from the registry: `config.model_name` + `config.model` overrides, then
+    `apply_tome(model, **config.tome)`: only the settings the recipe has change; one it leaves out
+    keeps the model's (or its tag's) default, e.g. `.mae` models' prop_attn=False."""
     if config.init.get("loader"):
         raise ValueError(f"config.init.loader={config.init.loader!r} is no longer read: every model family loads "
                          "its checkpoints through tome_jax.load_timm (a family adapts names in its model's "
@@ -57,14 +58,12 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
 
         if (gelu := checkpoint_layout(config.init.weights).gelu) != "exact":  # exact: every family's default
             kwargs["gelu"] = gelu
-    tome = config.tome
-    kwargs["r"] = _schedule(tome.r)
-    if tome.get("method") is not None:
-        kwargs["reduction_method"] = tome.method
-    if tome.get("prop_attn") is not None:
-        kwargs["prop_attn"] = tome.prop_attn
+    if unknown := sorted(set(config.tome) - set(SETTINGS)):
+        raise ValueError(f"config.tome has {unknown}; its fields are the settings of tome_jax.apply_tome: "
+                         f"{', '.join(SETTINGS)}.")
     model = tome_jax.create_model(config.model_name, dtype=_DTYPES[dtype],
                                   rngs=nnx.Rngs(params=config.seed, dropout=config.seed + 1), **kwargs)
+    tome_jax.apply_tome(model, **config.tome.to_dict())
     if load_weights and config.init.weights:
         # Any supported layout; a family's own checkpoints (MAE-ST, AudioMAE) adapt through its model.
         report = tome_jax.load_timm(model, config.init.weights, skip=tuple(config.init.skip))
@@ -72,11 +71,6 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
             print(f"init.weights {config.init.weights}: ignored {len(report['ignored'])} checkpoint keys "
                   f"(e.g. an MAE decoder), left at init {report['initialized']}, resampled {report['resampled']}")
     return model
-
-
-def _schedule(r):
-    """ConfigDict turns tuples into tuples and lists into lists: both are valid ToMe schedules."""
-    return list(r) if isinstance(r, list) else r
 
 
 def normalized(batch: dict, data_cfg: data_lib.DataConfig) -> dict:
@@ -253,7 +247,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
 
     summary = {
         "model": config.model_name, "task": config.get("task", "classification"), "tome_r": config.tome.r,
-        "tome_method": model.reduction_method, "steps": total_steps,
+        "tome_method": model.method, "steps": total_steps,
         **{f"eval_{k}": v for k, v in eval_result.items() if k != "count"},
         "train_images_per_sec": float(np.median(train_rate)) if train_rate else None,
         "data_wait_fraction": data_wait.fraction(),

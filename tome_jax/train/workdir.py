@@ -28,6 +28,9 @@ BREAKING_FIELDS = ("seed", "batch_size", "model_name", "model", "task", "tome", 
                    "total_epochs", "warmup_steps", "warmup_epochs", "optimizer", "mixup", "label_smoothing")
 # init.loader: removed (every family loads through load_timm); runs that saved it still resume.
 EXEMPT_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch_batches", "init.loader")
+# Groups where a field saved as None ("the model's default", as recipes once wrote config.tome.prop_attn)
+# and now left out mean the same: build_model applies only the settings a recipe has.
+UNSET_IS_MISSING = ("tome",)
 
 # orbax writes a step into "<step>.orbax-checkpoint-tmp-<n>" (and items inside into "*.orbax-checkpoint-tmp*")
 # and renames it when complete; a run killed mid-save (or a full disk) leaves such folders behind.
@@ -123,7 +126,9 @@ def config_diff(old: Mapping, new: Mapping) -> list[tuple[str, object, object]]:
 
 def breaking_changes(diff: list[tuple[str, object, object]]) -> list[tuple[str, object, object]]:
     """The part of `config_diff` that changes what the resumed run computes (`BREAKING_FIELDS`)."""
-    return [d for d in diff if d[0].split(".")[0] in BREAKING_FIELDS and d[0] not in EXEMPT_FIELDS]
+    return [(key, old, new) for key, old, new in diff
+            if key.split(".")[0] in BREAKING_FIELDS and key not in EXEMPT_FIELDS
+            and not (key.split(".")[0] in UNSET_IS_MISSING and old is None and new == "<missing>")]
 
 
 def format_diff(diff) -> str:
