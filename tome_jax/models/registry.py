@@ -92,10 +92,10 @@ def describe_model(name: str, **kwargs) -> str:
         return f"{name} ({', '.join(f'{k}={v!r}' for k, v in changed.items())})" if changed else name
     arch = {**defaults, **changed}
     height, width = (arch["img_size"],) * 2 if isinstance(arch["img_size"], int) else arch["img_size"]
-    parts = [f"{height}x{width} input, {arch['patch_size']}-px patches, depth {arch['depth']}, "
-             f"width {arch['embed_dim']}"]
-    others = [f"{k}={v!r}" for k, v in changed.items() if k not in _NAMED_ARCHITECTURE]
-    return f"{_family(entry.builder)} ({'; '.join(parts + [', '.join(others)] if others else parts)})"
+    shape = (f"{height}x{width} input, {arch['patch_size']}-px patches, depth {arch['depth']}, "
+             f"width {arch['embed_dim']}")
+    others = ", ".join(f"{k}={v!r}" for k, v in changed.items() if k not in _NAMED_ARCHITECTURE)
+    return f"{_family(entry.builder)} ({shape}; {others})" if others else f"{_family(entry.builder)} ({shape})"
 
 
 def _family(builder) -> str:
