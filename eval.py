@@ -64,7 +64,7 @@ def main(argv):
             r_values += [] if choice.r in r_values else [choice.r]
         print(f"{label}: {title}; {model.num_tokens} tokens in; {origin}; eval split {config.data.split_eval!r}")
         results[label] = evaluate.sweep(config, model, r_values, batch_size=batch_size, repeats=_REPEATS.value)
-    print(report.format_table(results))
+    print(f"{title}\n{report.format_table(results)}")  # the table says which model it measured
     print(f"compile: {compile_timer}")
     out = _OUT.value or (_WORKDIR.value or ["eval_out"])[0]
     for path in report.write_report(results, out, title):

@@ -216,10 +216,15 @@ def test_a_model_is_described_by_its_name_and_what_changes_it():
     from configs.vit_b_tome import get_config
     from tome_jax.models.registry import describe_model
 
+    # Keywords that change what the name states (input and patch size, depth, width): the name would
+    # mislead, so the description leads with the family and its shape (the README's main job).
     runlocal = get_config("runlocal").model.to_dict()
     assert describe_model("vit_tiny_patch16_224", **runlocal) == (
-        "vit_tiny_patch16_224 (depth=4, embed_dim=64, global_pool='avg', img_size=16, mlp_ratio=2.0, "
-        "num_classes=10, num_heads=4, patch_size=4)")
+        "VisionTransformer (16x16 input, 2-px patches, depth 6, width 64; global_pool='avg', mlp_ratio=2.0, "
+        "num_classes=10, num_heads=4)")
+    assert describe_model("vit_base_patch16_audio", img_size=(512, 128)) == (
+        "AudioTransformer (512x128 input, 16-px patches, depth 12, width 768)")
+    assert describe_model("vit_tiny_patch16_224", num_classes=10) == "vit_tiny_patch16_224 (num_classes=10)"
     # The name's own values, float32 and training-only regularization say nothing new.
     assert describe_model("vit_tiny_patch16_224", embed_dim=192, img_size=224, dtype="float32",
                           drop_path_rate=0.1) == "vit_tiny_patch16_224"

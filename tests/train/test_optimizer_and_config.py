@@ -27,6 +27,20 @@ def test_recipe_variants_share_one_code_path():
     assert full.tome.r == 16 and get_config("r=0").tome.r == 0
 
 
+def test_the_main_job_has_tokens_for_merging_to_matter():
+    """README command 1 (issue 22): at least 64 patch tokens, and the recipe's r merges most of them
+    over the depth, so ToMe's trade-off shows (its speedup grows with depth x tokens merged)."""
+    from tome_jax.train.loop import build_model
+
+    config = get_config("runlocal")
+    assert config.data.image_size == config.model.img_size
+    model = build_model(config, load_weights=False)
+    assert model.num_tokens == 64 + 1  # patch tokens + the class token
+    assert model.token_counts()[-1] <= 8  # the recipe's r, layer by layer
+    assert tome_jax.count_flops(model) <= 0.5 * tome_jax.count_flops(model, r=0)
+    assert get_config("runlocal,r=0").tome.r == 0
+
+
 def test_other_recipes():
     from configs import deit_s_tome, finetune_tome
 

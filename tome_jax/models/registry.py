@@ -82,18 +82,42 @@ def _entry(name: str) -> tuple[ModelEntry, str, str]:
     return entry, stem, tag
 
 
-def describe_model(name: str, **kwargs) -> str:
-    """The name plus the keywords that make the model differ from it, for tables and plot titles.
+# Keywords a registered name states ("vit_tiny_patch16_224": width and depth by size, patch, input size).
+_NAMED_ARCHITECTURE = ("img_size", "patch_size", "embed_dim", "depth")
 
-    describe_model("vit_tiny_patch16_224", img_size=16, depth=4, embed_dim=192, drop_path_rate=0.1)
-    -> "vit_tiny_patch16_224 (img_size=16, depth=4)": embed_dim is the name's own value and drop
-    path only regularizes training. Keywords the builder does not expose as defaults are listed.
+
+def describe_model(name: str, **kwargs) -> str:
+    """What the model is, in words, for summaries, tables and plot titles.
+
+    The name plus the keywords that make the model differ from it:
+    describe_model("vit_tiny_patch16_224", num_classes=10, drop_path_rate=0.1)
+    -> "vit_tiny_patch16_224 (num_classes=10)": drop path only regularizes training.
+    When the keywords change what the name itself states (input size, patch size, depth, width), the
+    name would mislead, so the description leads with the family and its shape instead:
+    describe_model("vit_tiny_patch16_224", img_size=16, patch_size=2, depth=6, embed_dim=64, num_heads=4)
+    -> "VisionTransformer (16x16 input, 2-px patches, depth 6, width 64; num_heads=4)".
+    Keywords the builder does not expose as defaults are listed.
     """
     entry, _, tag = _entry(name)
     defaults = {**_builder_defaults(entry.builder), **entry.tags.get(tag, {})}
-    changed = [f"{k}={v!r}" for k, v in kwargs.items()
-               if k not in _TRAINING_ONLY and (k not in defaults or _normalized(defaults[k]) != _normalized(v))]
-    return f"{name} ({', '.join(changed)})" if changed else name
+    changed = {k: v for k, v in kwargs.items()
+               if k not in _TRAINING_ONLY and (k not in defaults or _normalized(defaults[k]) != _normalized(v))}
+    name_misleads = set(_NAMED_ARCHITECTURE) <= defaults.keys() and bool(changed.keys() & set(_NAMED_ARCHITECTURE))
+    if not name_misleads:
+        return f"{name} ({', '.join(f'{k}={v!r}' for k, v in changed.items())})" if changed else name
+    arch = {**defaults, **changed}
+    height, width = (arch["img_size"],) * 2 if isinstance(arch["img_size"], int) else arch["img_size"]
+    shape = (f"{height}x{width} input, {arch['patch_size']}-px patches, depth {arch['depth']}, "
+             f"width {arch['embed_dim']}")
+    others = ", ".join(f"{k}={v!r}" for k, v in changed.items() if k not in _NAMED_ARCHITECTURE)
+    return f"{_family(entry.builder)} ({shape}; {others})" if others else f"{_family(entry.builder)} ({shape})"
+
+
+def _family(builder) -> str:
+    """The class (or function) a registered name builds: "VisionTransformer" for every vit_*/deit_*."""
+    while isinstance(builder, functools.partial):
+        builder = builder.func
+    return builder.__name__
 
 
 def _builder_defaults(builder) -> dict:
