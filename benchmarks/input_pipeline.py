@@ -168,8 +168,12 @@ def candidate_config(root: str, overrides: dict) -> dict | None:
     known = {f.name for f in dataclasses.fields(data.DataConfig)}
     overrides = dict(overrides)
     use_tfds = overrides.pop("tfds", False)
-    cfg = dict(RECIPE, name="imagefolder", data_dir=root, verify_images=False) | overrides
+    # Files were written by this script: skip PIL's per-file verify (trees before typed source
+    # options spelled it data.verify_images).
+    skip_verify = dict(options=dict(verify=False)) if "options" in known else dict(verify_images=False)
+    cfg = dict(RECIPE, name="imagefolder", data_dir=root, **skip_verify) | overrides
     if use_tfds:
+        cfg = {k: v for k, v in cfg.items() if k not in skip_verify}
         cfg.update(name="bench_jpegs", data_dir=os.path.join(root, "tfds"))
     return cfg if set(cfg) <= known else None
 

@@ -27,7 +27,7 @@ from tome_jax.models.vit import VisionTransformer
 from tome_jax.models.weight_rules import CheckpointMismatchError
 
 AUDIOSET_CLASSES = 527
-# The front end the weights expect (tome_jax.data.audio computes it): Kaldi fbank, 16 kHz, 25 ms
+# The front end the weights expect (tome_jax.data.fbank computes it): Kaldi fbank, 16 kHz, 25 ms
 # window every 10 ms, 128 mel bins, hanning window, 1024 frames, (x - mean) / (2 * std).
 AUDIOMAE_PRETRAINED_CFG = dict(
     sample_rate=16000, num_mel_bins=128, num_frames=1024, window="hanning",

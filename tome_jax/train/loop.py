@@ -24,6 +24,7 @@ from jax.experimental import multihost_utils
 import tome_jax
 from tome_jax import data as data_lib
 from tome_jax.models.compiled import CompiledForward
+from tome_jax.models.registry import describe_model
 from tome_jax.reduction import SETTINGS
 from tome_jax.train import optimizer as optimizer_lib
 from tome_jax.train import sharding as sharding_lib
@@ -246,7 +247,8 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
         eval_result = evaluate(task, eval_fn, eval_params, eval_rest, eval_ds, batch_sharding)
 
     summary = {
-        "model": config.model_name, "task": config.get("task", "classification"), "tome_r": config.tome.r,
+        "model": describe_model(config.model_name, **config.model.to_dict()), "model_name": config.model_name,
+        "task": config.get("task", "classification"), "tome_r": model.r,
         "tome_method": model.method, "steps": total_steps,
         **{f"eval_{k}": v for k, v in eval_result.items() if k != "count"},
         "train_images_per_sec": float(np.median(train_rate)) if train_rate else None,

@@ -28,6 +28,10 @@ BREAKING_FIELDS = ("seed", "batch_size", "model_name", "model", "task", "tome", 
                    "total_epochs", "warmup_steps", "warmup_epochs", "optimizer", "mixup", "label_smoothing")
 # init.loader: removed (every family loads through load_timm); runs that saved it still resume.
 EXEMPT_FIELDS = ("data.data_dir", "data.num_threads", "data.prefetch_batches", "init.loader")
+# Data fields that sources' typed options (data.options) replaced: a run saved before then still
+# resumes where each held its old default (the digits and image recipes); other values are a change.
+RETIRED_DEFAULTS = {"data.kind": "image", "data.image_key": "image", "data.label_key": "label",
+                    "data.verify_images": True, "data.audio": None}
 # Groups where a field saved as None ("the model's default", as recipes once wrote config.tome.prop_attn)
 # and now left out mean the same: build_model applies only the settings a recipe has.
 UNSET_IS_MISSING = ("tome",)
@@ -128,7 +132,8 @@ def breaking_changes(diff: list[tuple[str, object, object]]) -> list[tuple[str, 
     """The part of `config_diff` that changes what the resumed run computes (`BREAKING_FIELDS`)."""
     return [(key, old, new) for key, old, new in diff
             if key.split(".")[0] in BREAKING_FIELDS and key not in EXEMPT_FIELDS
-            and not (key.split(".")[0] in UNSET_IS_MISSING and old is None and new == "<missing>")]
+            and not (key.split(".")[0] in UNSET_IS_MISSING and old is None and new == "<missing>")
+            and not (new == "<missing>" and key in RETIRED_DEFAULTS and RETIRED_DEFAULTS[key] == old)]
 
 
 def format_diff(diff) -> str:
