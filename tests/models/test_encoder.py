@@ -113,7 +113,8 @@ def test_each_method_compiles_once_per_schedule():
             forward(images + 1.0, r=r)
     assert len(forward.traces) == 10 and set(forward.traces.values()) == {1}
     model.method, model.r = "prune", 3
-    _, info = model(images, return_info=True)
+    # Shapes only: traced (nnx.eval_shape, 0.1 s) instead of run eagerly (6 s), the same program.
+    _, info = nnx.eval_shape(lambda m, x: m(x, return_info=True), model, images)
     assert info["size"].shape[1] == 11  # 17 -> 14 -> 11: prune removes as many tokens as merging
 
 

@@ -148,7 +148,7 @@ def test_finetuning_step_with_tome_gives_finite_gradients_for_every_parameter():
         logits = model(images)
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    grads = nnx.grad(loss_fn)(vit)
+    grads = nnx.jit(nnx.grad(loss_fn))(vit)  # jitted: the same gradients, without eager dispatch
     leaves = jax.tree_util.tree_leaves_with_path(nnx.state(grads, nnx.Param))
     assert len(leaves) == len(jax.tree.leaves(nnx.state(vit, nnx.Param)))
     for path, g in leaves:
@@ -192,13 +192,19 @@ def test_with_tome_the_encoder_undoes_its_merges_before_the_decoder():
     model = tiny_mae(r=1)
     assert model.token_counts() == [5, 4, 3]
     images = jax.random.normal(jax.random.key(0), (2, 16, 16, 3))
-    latent, mask, ids_restore = model.forward_encoder(images, jax.random.key(1))
+
+    @nnx.jit  # one compiled program for the encoder, the full pass and its gradients (eagerly: 30 s)
+    def run(m, x, key):
+        latent = m.forward_encoder(x, key)[0]
+        loss, pred, _ = m(x, key)
+        grads = nnx.grad(lambda m: m(x, key)[0].mean())(m)
+        return latent, loss, pred, grads
+
+    latent, loss, pred, grads = run(model, images, jax.random.key(1))
     assert latent.shape == (2, 1 + 4, 32)
     for sample in np.asarray(latent):
         groups = np.unique(sample.round(5), axis=0)
         assert len(groups) == 3  # 3 groups after the merges, each spread back over its tokens
         assert not any(np.allclose(sample[0], row) for row in sample[1:])  # the class token is never merged
-    loss, pred, _ = model(images, jax.random.key(1))
     assert pred.shape == (2, 16, 48) and np.isfinite(np.asarray(loss)).all()
-    grads = nnx.grad(lambda m: m(images, jax.random.key(1))[0].mean())(model)
     assert all(np.isfinite(np.asarray(g)).all() for g in jax.tree.leaves(nnx.state(grads, nnx.Param)))
