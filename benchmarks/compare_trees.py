@@ -7,7 +7,9 @@ Each round runs one short process per tree (`--before`, then this tree, or the t
 each timing every r of `--r` with its own `tome_jax` (`create_model(name, r=...)` and
 `CompiledForward(...).compiled()`, the calls every tree since the compiled-forward cache has) in
 interleaved repeats; `--rounds` rounds alternate the trees, so load drifts hit both. Prints the
-median images/s per tree and r and the ratio after / before; `--json` writes them.
+median images/s per tree and r, the ratio after / before, and whether the two trees lower the
+forward to the same program (md5 of its StableHLO text: same program, same speed, whatever the
+timing noise says); `--json` writes them.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from benchmarks.common import Report, add_json_arg, machine_lines  # noqa: E402
 
 # Runs inside each tree's own process: only calls every compared tree has.
 _PROBE = r"""
-import json, sys
+import hashlib, json, sys
 from tome_jax import runtime
 runtime.configure()
 import jax, tome_jax
@@ -36,12 +38,13 @@ model = tome_jax.create_model(name)
 size = model.pretrained_cfg["input_size"]
 images = jax.random.normal(jax.random.key(0), (batch, *size))
 forward = tome_jax.CompiledForward(model)
-candidates = {}
+candidates, programs = {}, {}
 for r in rs:
     fn, params, rest = forward.compiled(r)
     candidates[r] = blocking(fn, params, rest, images)
+    programs[str(r)] = hashlib.md5(fn.lower(params, rest, images).as_text().encode()).hexdigest()
 stats = time_interleaved(candidates, repeats=repeats, warmup=1)
-print(json.dumps({str(r): batch / stats[r].median for r in rs}))
+print(json.dumps({"images_per_sec": {str(r): batch / stats[r].median for r in rs}, "program_md5": programs}))
 """
 
 
@@ -73,15 +76,17 @@ def main(argv=None) -> None:
     for i in range(args.rounds):
         for side in ("before", "after"):
             runs[side].append(run_tree(getattr(args, side), args))
-            print(f"round {i + 1}/{args.rounds} {side}: " + ", ".join(f"r={r} {v:.2f} img/s" for r, v in runs[side][-1].items()),
-                  flush=True)
+            print(f"round {i + 1}/{args.rounds} {side}: " + ", ".join(
+                f"r={r} {v:.2f} img/s" for r, v in runs[side][-1]["images_per_sec"].items()), flush=True)
     report, rows = Report(), []
     for r in args.r.split(","):
-        before = statistics.median(run[r] for run in runs["before"])
-        after = statistics.median(run[r] for run in runs["after"])
-        rows.append([r, f"{before:.2f}", f"{after:.2f}", f"{after / before:.3f}"])
+        before = statistics.median(run["images_per_sec"][r] for run in runs["before"])
+        after = statistics.median(run["images_per_sec"][r] for run in runs["after"])
+        same = runs["before"][0]["program_md5"][r] == runs["after"][0]["program_md5"][r]
+        rows.append([r, f"{before:.2f}", f"{after:.2f}", f"{after / before:.3f}", "yes" if same else "no"])
     print()
-    print(report.table("forward", ["r", "before images/s (median)", "after images/s (median)", "after / before"], rows))
+    print(report.table("forward", ["r", "before images/s (median)", "after images/s (median)", "after / before",
+                                   "same program"], rows))
     report.write(args.json)
 
 
