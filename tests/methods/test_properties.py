@@ -157,3 +157,18 @@ def test_every_method_is_hashable_and_rejects_unknown_options():
         assert hash(reduction) == hash(dataclasses.replace(reduction))
         with pytest.raises(ValueError, match=rf"Unknown tome.options \(method '{method}'\) field\(s\) \['no_such'\]"):
             dataclasses.replace(reduction, options=dict(no_such=1))
+
+
+def test_choose_r_reaches_a_flop_target_with_every_method():
+    from flax import nnx
+
+    import tome_jax
+
+    model = nnx.eval_shape(lambda: tome_jax.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4,
+                                                         embed_dim=16, depth=4, num_heads=2, num_classes=2))
+    for method in METHODS:
+        model.method = method
+        if model.token_counts(model.num_patches)[-1] == model.num_tokens:
+            continue  # reduces nothing ("none")
+        choice = tome_jax.choose_r(model, target_flops_ratio=0.6)
+        assert choice.flops_ratio <= 0.6 < tome_jax.count_flops(model, choice.r - 1) / tome_jax.count_flops(model, 0)

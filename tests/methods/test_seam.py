@@ -85,8 +85,8 @@ def test_options_are_typed_and_checked_like_data_options():
     with pytest.raises(ValueError, match="tome.options is a LeastAttendedOptions, but method='bipartite' takes "
                                          "NoOptions; pass a dict of its fields"):
         TokenReduction(method="bipartite", options=LeastAttendedOptions())
-    model = tome_jax.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8, embed_dim=8, depth=1,
-                                  num_heads=1, num_classes=2)
+    model = nnx.eval_shape(lambda: tome_jax.create_model("vit_tiny_patch16_224", img_size=16, patch_size=8,
+                                                         embed_dim=8, depth=1, num_heads=1, num_classes=2))
     with pytest.raises(ValueError, match="Unknown tome.options"):
         tome_jax.apply_tome(model, options=dict(margin=0.1))  # ToMe takes none
     assert model.reduction == TokenReduction(r=(0,), protected=1)  # a refused setting changes nothing
