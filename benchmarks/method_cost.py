@@ -1,8 +1,8 @@
 """The cost of each reduction method's own work (scores, matching, clustering, transform, merge) as a
 share of the reduced forward, every method at the same token counts.
 
-    python benchmarks/method_overhead.py --model vit_base_patch16_224 --batch 8 --r 16 \
-        --methods bipartite,pitome,dct,atc --json benchmarks/results/method_overhead.json
+    python benchmarks/method_cost.py --model vit_base_patch16_224 --batch 8 --r 16 \
+        --methods bipartite,pitome,dct,atc --json benchmarks/results/method_cost.json
 
 Every method runs with the per-layer removals ToMe makes at `--r` (ViT-B/16, r=16: 16 per block,
 10 in the last, 197 -> 11 tokens), so all forwards have the same token counts and the same FLOPs but
@@ -60,7 +60,7 @@ def parse_args(argv=None):
     p.add_argument("--r", type=int, default=16, help="ToMe's r whose per-block token counts every method uses")
     p.add_argument("--methods", default="bipartite,pitome,dct,atc", help=f"comma-separated, of {', '.join(METHODS)}")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (median reported)")
-    add_json_arg(p, "method_overhead")
+    add_json_arg(p, "method_cost")
     return p.parse_args(argv)
 
 
