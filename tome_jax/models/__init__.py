@@ -6,7 +6,10 @@ from tome_jax.models.vit import PatchEmbed, VisionTransformer
 from tome_jax.models.mae import MaskedAutoencoder
 from tome_jax.models.video import VideoTransformer
 from tome_jax.models.audio import AudioTransformer  # registers vit_*_patch16_audio
+from tome_jax.models.siglip import SigLIPVisionTransformer  # registers vit_*_siglip_*
+from tome_jax.models import clip  # noqa: F401  (registers vit_*_clip_* and vit_*_clip_quickgelu_*)
+from tome_jax.models.map_head import MapHead
 
-__all__ = ["Attention", "AudioTransformer", "Block", "Encoder", "EncoderOutput", "MaskedAutoencoder", "Mlp", "PatchEmbed",
-           "VideoTransformer", "VisionTransformer",
+__all__ = ["Attention", "AudioTransformer", "Block", "Encoder", "EncoderOutput", "MapHead", "MaskedAutoencoder", "Mlp",
+           "PatchEmbed", "SigLIPVisionTransformer", "VideoTransformer", "VisionTransformer",
            "apply_tome", "create_model", "list_models", "register_model"]

@@ -30,8 +30,9 @@ def linear(din: int, dout: int, *, rngs: nnx.Rngs, dtype, use_bias: bool = True)
     return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=trunc_normal, dtype=dtype, rngs=rngs)
 
 
-def layer_norm(dim: int, *, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
-    return nnx.LayerNorm(dim, epsilon=1e-6, dtype=dtype, rngs=rngs)
+def layer_norm(dim: int, *, rngs: nnx.Rngs, dtype, eps: float = 1e-6) -> nnx.LayerNorm:
+    """timm's LayerNorm; eps 1e-6 (ViT, big_vision), 1e-5 for CLIP towers (torch's default)."""
+    return nnx.LayerNorm(dim, epsilon=eps, dtype=dtype, rngs=rngs)
 
 
 def param_names(params) -> Any:
@@ -84,21 +85,36 @@ class Attention(nnx.Module):
         return out, metric, probs
 
 
-GELUS = ("exact", "tanh")  # the MLP activation: torch's erf GELU, or big_vision's tanh approximation
+# The MLP activation: torch's erf GELU, big_vision's tanh approximation, or OpenAI CLIP's QuickGELU
+# (x * sigmoid(1.702 x)).
+GELUS = ("exact", "tanh", "quick")
+
+
+def gelu(x: jax.Array, kind: str) -> jax.Array:
+    """The GELU named by `kind` (one of GELUS)."""
+    if kind == "quick":
+        return x * jax.nn.sigmoid(1.702 * x)
+    return jax.nn.gelu(x, approximate=kind == "tanh")
 
 
 class Mlp(nnx.Module):
-    """fc1 -> GELU (exact, as torch; `approximate`: tanh, as big_vision) -> fc2, timm's `mlp.fc1` / `mlp.fc2`."""
+    """fc1 -> GELU (`gelu`: exact as torch, tanh as big_vision, quick as OpenAI CLIP) -> fc2, timm's
+    `mlp.fc1` / `mlp.fc2`."""
 
     def __init__(self, dim: int, hidden: int, *, drop: float = 0.0, rngs: nnx.Rngs, dtype=None,
-                 approximate: bool = False):
-        self.approximate = approximate  # static: which GELU
+                 gelu: str = "exact"):
+        self.gelu = gelu  # static: which GELU
         self.fc1 = linear(dim, hidden, rngs=rngs, dtype=dtype)
         self.fc2 = linear(hidden, dim, rngs=rngs, dtype=dtype)
         self.drop = nnx.Dropout(drop, rngs=rngs)
 
+    @property
+    def approximate(self) -> bool:
+        """Whether the GELU is big_vision's tanh approximation."""
+        return self.gelu == "tanh"
+
     def __call__(self, x: jax.Array) -> jax.Array:
-        x = self.drop(jax.nn.gelu(self.fc1(x), approximate=self.approximate))
+        x = self.drop(gelu(self.fc1(x), self.gelu))
         return self.drop(self.fc2(x))
 
 
@@ -107,12 +123,12 @@ class Block(nnx.Module):
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  init_values: float | None = None, drop: float = 0.0, drop_path: float = 0.0,
-                 rngs: nnx.Rngs, dtype=None, approximate_gelu: bool = False):
-        self.norm1 = layer_norm(dim, rngs=rngs, dtype=dtype)
+                 rngs: nnx.Rngs, dtype=None, gelu: str = "exact", norm_eps: float = 1e-6):
+        self.norm1 = layer_norm(dim, rngs=rngs, dtype=dtype, eps=norm_eps)
         self.attn = Attention(dim, num_heads, qkv_bias=qkv_bias, proj_drop=drop, rngs=rngs, dtype=dtype)
         self.ls1 = LayerScale(dim, init_values) if init_values else None
-        self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, rngs=rngs, dtype=dtype, approximate=approximate_gelu)
+        self.norm2 = layer_norm(dim, rngs=rngs, dtype=dtype, eps=norm_eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), drop=drop, rngs=rngs, dtype=dtype, gelu=gelu)
         self.ls2 = LayerScale(dim, init_values) if init_values else None
         # Stochastic depth = dropout of a whole sample's residual branch.
         self.drop_path = nnx.Dropout(drop_path, broadcast_dims=(1, 2), rngs=rngs)
@@ -160,14 +176,15 @@ class Encoder(nnx.Module):
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, num_tokens: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, init_values: float | None = None,
                  drop_rate: float = 0.0, drop_path_rate: float = 0.0, num_prefix_tokens: int = 0,
-                 dtype=None, rngs: nnx.Rngs, gelu: str = "exact"):
+                 dtype=None, rngs: nnx.Rngs, gelu: str = "exact", norm_eps: float = 1e-6):
         if gelu not in GELUS:
-            raise ValueError(f"gelu must be one of {GELUS} (exact: torch/timm; tanh: big_vision), got {gelu!r}.")
+            raise ValueError(f"gelu must be one of {GELUS} (exact: torch/timm; tanh: big_vision; quick: OpenAI "
+                             f"CLIP), got {gelu!r}.")
         self.embed_dim, self.depth, self.num_tokens = embed_dim, depth, num_tokens
         self.blocks = nnx.List([
             Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
                   drop=drop_rate, drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype,
-                  approximate_gelu=gelu == "tanh")
+                  gelu=gelu, norm_eps=norm_eps)
             for i in range(depth)
         ])
         # Keys of the methods that draw at random ("random"); re-seeded by the train loop every step.
@@ -178,15 +195,19 @@ class Encoder(nnx.Module):
 
     @property
     def gelu(self) -> str:
-        """The MLPs' GELU: "exact" (torch, timm) or "tanh" (big_vision's approximation)."""
-        return "tanh" if self.blocks[0].mlp.approximate else "exact"
+        """The MLPs' GELU: "exact" (torch, timm), "tanh" (big_vision's approximation) or "quick" (OpenAI CLIP)."""
+        return self.blocks[0].mlp.gelu
 
     @gelu.setter
     def gelu(self, value: str):
         if value not in GELUS:
             raise ValueError(f"gelu must be one of {GELUS}, got {value!r}.")
-        for block in self.blocks:
-            block.mlp.approximate = value == "tanh"
+        for mlp in self.mlps():
+            mlp.gelu = value
+
+    def mlps(self) -> list[Mlp]:
+        """The MLPs whose GELU is the model's: the blocks'; a head with an MLP (MAP) adds its own."""
+        return [block.mlp for block in self.blocks]
 
     # --- the weights' preprocessing ----------------------------------------------------------------
 
@@ -303,6 +324,11 @@ class Encoder(nnx.Module):
 
     def head_flops(self) -> float:
         """FLOPs of one example's head; a family with a classifier overrides this."""
+        return 0.0
+
+    def head_flops_per_token(self) -> float:
+        """FLOPs of one example's head for each token it reads (a MAP head's keys, values and scores),
+        counted at the final token count; 0 for heads that read a fixed number of tokens."""
         return 0.0
 
     # --- checkpoints: the family's rules, applied by load_timm ------------------------------------------

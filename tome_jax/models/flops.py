@@ -17,9 +17,9 @@ def count_flops(model: Encoder, r: Any = None) -> float:
 
     Counts every matmul: the stem (`model.stem_flops()`, e.g. patch embedding), qkv, q @ k,
     attention @ v, proj, the method's own matmuls where a block reduces (`ReductionMethod.extra_flops`:
-    ToMe's A @ B^T similarity over head_dim by default), MLP
-    and the head (`model.head_flops()`). Norms, softmax and elementwise ops are ignored, as in the
-    paper (fvcore). Works on any `Encoder` subclass, also under `nnx.eval_shape`. r=None: `model.r`.
+    ToMe's A @ B^T similarity over head_dim by default), MLP and the head (`model.head_flops()`, plus
+    `model.head_flops_per_token()` per final token). Norms, softmax and elementwise ops are ignored, as
+    in the paper (fvcore). Works on any `Encoder` subclass, also under `nnx.eval_shape`. r=None: `model.r`.
     """
     dim = model.embed_dim
     hidden = model.blocks[0].mlp.fc1.out_features
@@ -31,4 +31,4 @@ def count_flops(model: Encoder, r: Any = None) -> float:
         if t_out < t_in:
             flops += model.reduction.extra_flops(t_in, t_out, head_dim, dim)  # the method's own matmuls
         flops += 2 * t_out * dim * hidden  # MLP after the reduction
-    return float(flops + model.head_flops())
+    return float(flops + model.head_flops() + counts[-1] * model.head_flops_per_token())

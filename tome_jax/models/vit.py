@@ -1,8 +1,10 @@
 """Vision Transformer (timm layout and parameter names) with Token Merging in every block.
 
-The ViT is a stem (patch embedding, class / distill tokens, position embedding), the shared
-`Encoder` (blocks with token reduction, tome_jax/models/encoder.py) and a head. Images may be
-rectangular and have any channel count (`img_size=(32, 128), in_chans=1` for a spectrogram).
+The ViT is a stem (patch embedding, class / distill tokens, position embedding, CLIP's `norm_pre`),
+the shared `Encoder` (blocks with token reduction, tome_jax/models/encoder.py) and a head: the class
+token, a size-weighted average, or a MAP head (`global_pool="map"`, tome_jax/models/map_head.py:
+SigLIP). Images may be rectangular and have any channel count (`img_size=(32, 128), in_chans=1` for
+a spectrogram). SigLIP and CLIP towers are registered in siglip.py and clip.py.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from tome_jax.models.encoder import Encoder, layer_norm, linear, trunc_normal
+from tome_jax.models.encoder import Encoder, Mlp, layer_norm, linear, trunc_normal
+from tome_jax.models.map_head import MapHead
 from tome_jax.models.registry import register_model
 from tome_jax.models.weight_rules import AdaptedStateDict, resample_pos_embed, square_grid
 
@@ -33,12 +36,14 @@ def image_size(img_size, patch_size: int) -> tuple[int, int]:
 
 
 class PatchEmbed(nnx.Module):
-    """Non-overlapping patches: [B, H, W, C] -> [B, N, D] (timm `patch_embed.proj`)."""
+    """Non-overlapping patches: [B, H, W, C] -> [B, N, D] (timm `patch_embed.proj`; CLIP's has no bias).
+    VALID: rows and columns beyond the last whole patch are not read (big_vision's rule)."""
 
-    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, *, rngs: nnx.Rngs, dtype=None):
+    def __init__(self, patch_size: int, in_chans: int, embed_dim: int, *, rngs: nnx.Rngs, dtype=None,
+                 use_bias: bool = True):
         self.proj = nnx.Conv(
             in_chans, embed_dim, kernel_size=(patch_size, patch_size),
-            strides=(patch_size, patch_size), padding="VALID", dtype=dtype, rngs=rngs,
+            strides=(patch_size, patch_size), padding="VALID", use_bias=use_bias, dtype=dtype, rngs=rngs,
         )
 
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -47,9 +52,15 @@ class PatchEmbed(nnx.Module):
 
 
 class VisionTransformer(Encoder):
-    """timm's VisionTransformer with ToMe. Images [B, H, W, C] (NHWC, normalized) -> logits."""
+    """timm's VisionTransformer with ToMe. Images [B, H, W, C] (NHWC, normalized) -> logits.
 
-    stem_params = ("patch_embed", "cls_token", "dist_token", "pos_embed")
+    global_pool: "token" (class token), "avg" (size-weighted mean of the patch tokens) or "map"
+    (big_vision's MAP head over all tokens, sizes as a log bias). pre_norm: a LayerNorm after the
+    position embedding (CLIP's `ln_pre`, timm's `norm_pre`; the patch conv then has no bias, as
+    CLIP's). norm_eps: every LayerNorm's epsilon (1e-6; CLIP: 1e-5).
+    """
+
+    stem_params = ("patch_embed", "cls_token", "dist_token", "pos_embed", "norm_pre")
     no_weight_decay_params = ("pos_embed", "cls_token", "dist_token")
 
     def __init__(
@@ -73,11 +84,13 @@ class VisionTransformer(Encoder):
         drop_path_rate: float = 0.0,
         dtype=None,
         gelu: str = "exact",
+        pre_norm: bool = False,
+        norm_eps: float = 1e-6,
         pretrained_cfg: dict | None = None,
         rngs: nnx.Rngs,
     ):
-        if global_pool not in ("token", "avg"):
-            raise ValueError(f"global_pool must be 'token' or 'avg', got {global_pool!r}.")
+        if global_pool not in ("token", "avg", "map"):
+            raise ValueError(f"global_pool must be 'token', 'avg' or 'map', got {global_pool!r}.")
         if global_pool == "token" and not class_token:
             raise ValueError("global_pool='token' needs class_token=True; use global_pool='avg'.")
         height, width = image_size(img_size, patch_size)
@@ -90,27 +103,31 @@ class VisionTransformer(Encoder):
         self.num_patches = self.grid_size[0] * self.grid_size[1]
         self.set_pretrained_cfg(pretrained_cfg, input_size=(height, width, in_chans))
 
-        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, rngs=rngs, dtype=dtype)
+        self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim, rngs=rngs, dtype=dtype, use_bias=not pre_norm)
         self.cls_token = nnx.Param(1e-6 * jax.random.normal(rngs.params(), (1, 1, embed_dim))) if class_token else None
         self.dist_token = nnx.Param(trunc_normal(rngs.params(), (1, 1, embed_dim))) if distilled else None
         num_tokens = self.num_patches + self.num_prefix_tokens
         self.pos_embed = nnx.Param(trunc_normal(rngs.params(), (1, num_tokens, embed_dim)))
         self.pos_drop = nnx.Dropout(drop_rate, rngs=rngs)
+        norm = functools.partial(layer_norm, embed_dim, rngs=rngs, dtype=dtype, eps=norm_eps)
+        self.norm_pre = norm() if pre_norm else None
         Encoder.__init__(
             self, embed_dim=embed_dim, depth=depth, num_heads=num_heads, num_tokens=num_tokens,
             mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values, drop_rate=drop_rate,
             drop_path_rate=drop_path_rate, num_prefix_tokens=self.num_prefix_tokens, dtype=dtype, rngs=rngs,
-            gelu=gelu)
+            gelu=gelu, norm_eps=norm_eps)
         use_fc_norm = global_pool == "avg" if fc_norm is None else fc_norm
-        self.norm = None if use_fc_norm else layer_norm(embed_dim, rngs=rngs, dtype=dtype)
-        self.fc_norm = layer_norm(embed_dim, rngs=rngs, dtype=dtype) if use_fc_norm else None
+        self.norm = None if use_fc_norm else norm()
+        self.fc_norm = norm() if use_fc_norm else None
+        self.attn_pool = MapHead(embed_dim, num_heads, mlp_ratio=mlp_ratio, gelu=gelu, norm_eps=norm_eps, rngs=rngs,
+                                 dtype=dtype) if global_pool == "map" else None
         self.head_drop = nnx.Dropout(drop_rate, rngs=rngs)
         self.head = linear(embed_dim, num_classes, rngs=rngs, dtype=dtype) if num_classes else None
         self.head_dist = linear(embed_dim, num_classes, rngs=rngs, dtype=dtype) if distilled and num_classes else None
 
 
     def _check_images(self, images) -> None:
-        expected = (self.grid_size[0] * self.patch_size, self.grid_size[1] * self.patch_size, self.in_chans)
+        expected = self.pretrained_cfg["input_size"]
         if getattr(images, "ndim", None) != 4 or tuple(images.shape[1:]) != expected:
             got = getattr(images, "shape", type(images).__name__)
             raise ValueError(
@@ -131,7 +148,8 @@ class VisionTransformer(Encoder):
         prefix = [t[...] for t in (self.cls_token, self.dist_token) if t is not None]
         prefix = [jnp.broadcast_to(t, (batch, 1, self.embed_dim)).astype(x.dtype) for t in prefix]
         x = jnp.concatenate([*prefix, x], axis=1) + self.pos_embed[...].astype(x.dtype)
-        return self.pos_drop(x)
+        x = self.pos_drop(x)
+        return self.norm_pre(x) if self.norm_pre is not None else x
 
     def forward_features(self, images: jax.Array):
         """images [B, H, W, C] -> EncoderOutput(x [B, T', D] after the final norm, size, source, plans)."""
@@ -140,6 +158,9 @@ class VisionTransformer(Encoder):
 
     def forward_head(self, x: jax.Array, size: jax.Array) -> jax.Array:
         """x [B, T', C], size [B, T', 1] -> logits [B, num_classes] (or pooled [B, C])."""
+        if self.global_pool == "map":  # every token, each counted by its size
+            x = self.attn_pool(x, size)
+            return self.head(self.head_drop(x)) if self.head is not None else x
         if self.global_pool == "avg":
             # Size-weighted mean over the patch tokens = the plain mean over the original patches.
             k = self.num_prefix_tokens
@@ -167,7 +188,15 @@ class VisionTransformer(Encoder):
 
     def head_flops(self) -> float:
         heads = (self.head is not None) + (self.head_dist is not None)
-        return float(heads * self.embed_dim * self.num_classes)
+        pool = self.attn_pool.fixed_flops() if self.attn_pool is not None else 0.0
+        return float(heads * self.embed_dim * self.num_classes + pool)
+
+    def head_flops_per_token(self) -> float:
+        return self.attn_pool.flops_per_token() if self.attn_pool is not None else 0.0
+
+    def mlps(self) -> list[Mlp]:
+        """The blocks' MLPs and the MAP head's: all use the model's GELU."""
+        return super().mlps() + ([self.attn_pool.mlp] if self.attn_pool is not None else [])
 
     # --- checkpoints -----------------------------------------------------------------------------------
 

@@ -3,10 +3,12 @@
 A checkpoint becomes a model in four steps, each decided in one place:
 1. reading: a file, a training workdir or a dict -> a flat {name: array} dict (weight_files.py:
    .safetensors, .npz, torch .pth read without torch, buckets, "model" wrappers, DDP "module.");
-2. layout: big_vision / AugReg / torchvision names -> timm names and torch layouts, and the
-   layout's GELU (weight_layouts.py). The GELU is a property of the built model, so it is decided
-   before building: `create_model(name, gelu=checkpoint_layout(path).gelu)`; a checkpoint whose
-   GELU differs from the model's is refused (strict) rather than loaded into the wrong activation;
+2. layout: big_vision / AugReg / SigLIP / torchvision / OpenAI CLIP names -> timm names and torch
+   layouts, and the layout's GELU (weight_layouts.py). The GELU is a property of the built model, so
+   it is decided before building: `create_model(name, **checkpoint_layout(path).model_kwargs())`; a
+   checkpoint whose GELU differs from the model's is refused (strict) rather than loaded into the
+   wrong activation; where the names do not say (CLIP: OpenAI's QuickGELU or LAION's exact GELU)
+   the model name decides (`vit_base_patch16_clip_quickgelu_224`);
 3. the family's rules: `model.adapt_state_dict(state_dict)` (an `Encoder` method with a default
    that families extend: MAE pre-training checkpoints, MAE-ST names, position tables resampled to
    the model's grid; the shared pieces live in weight_rules.py);
@@ -46,7 +48,8 @@ class LoadReport(TypedDict):
 
     missing / unused: model keys the checkpoint lacks / checkpoint keys the model lacks (empty unless
     strict=False); resampled: position tables resized to the model's grid; ignored: checkpoint keys a
-    family rule leaves out on purpose (an MAE decoder); initialized: model keys a family rule leaves
+    family rule leaves out on purpose (an MAE decoder) or that belong to no image model (the text tower
+    and temperature of a SigLIP / CLIP checkpoint); initialized: model keys a family rule leaves
     at their init on purpose (MAE fine-tuning's fresh `fc_norm`). Keys the caller's `skip` names are
     in none of them.
     """
@@ -69,14 +72,14 @@ def load_timm(model: Encoder, source: str | os.PathLike | Mapping, *, strict: bo
     far as they fit (missing / unused are returned).
     """
     state_dict = read_state_dict(source) if isinstance(source, (str, os.PathLike)) else source
-    state_dict, layout = to_timm_state_dict(state_dict)
-    if strict and layout.gelu != model.gelu:
+    state_dict, layout, not_image = to_timm_state_dict(state_dict)  # not_image: a text tower, logit scale
+    if strict and layout.gelu is not None and layout.gelu != model.gelu:
         raise CheckpointMismatchError(
             f"the checkpoint ({layout.name} layout) was trained with the {layout.gelu} GELU but the model uses "
             f"the {model.gelu} one; build the model with "
             "create_model(..., gelu=tome_jax.checkpoint_layout(path).gelu), or pass strict=False to load it anyway.")
     adapted = model.adapt_state_dict(state_dict)  # the family's rules: names, MAE decoders, grids
-    state_dict, ignored = adapted.state_dict, list(adapted.ignored)
+    state_dict, ignored = adapted.state_dict, list(adapted.ignored) + not_image
     state = nnx.state(model, nnx.Param)
     flat = dict(nnx.to_flat_state(state))
     skip = tuple(skip) + tuple(adapted.initialized)
@@ -98,7 +101,8 @@ def load_timm(model: Encoder, source: str | os.PathLike | Mapping, *, strict: bo
         raise CheckpointMismatchError(
             f"unknown checkpoint layout: no key matches the model. Found: {found_keys(state_dict)}. Supported: "
             "timm / DeiT / MAE state dicts (patch_embed.proj.weight, blocks.0.attn.qkv.weight, ...), big_vision "
-            "and AugReg .npz (embedding/kernel, Transformer/encoderblock_0/...), torchvision (encoder.layers.*).")
+            "and AugReg .npz (embedding/kernel, Transformer/encoderblock_0/..., SigLIP's params/img/...), "
+            "torchvision (encoder.layers.*), OpenAI CLIP / open_clip (visual.conv1.weight, ...).")
     unused = sorted(k for k in state_dict if k not in model_names and not (skip and k.startswith(skip)))
     if mismatched:
         raise CheckpointMismatchError(

@@ -57,8 +57,7 @@ def build_model(config: ml_collections.ConfigDict, *, load_weights: bool = True)
     if config.init.weights and "gelu" not in kwargs:  # the checkpoint's GELU (big_vision: tanh), also on resume
         from tome_jax.models.weights import checkpoint_layout
 
-        if (gelu := checkpoint_layout(config.init.weights).gelu) != "exact":  # exact: every family's default
-            kwargs["gelu"] = gelu
+        kwargs.update(checkpoint_layout(config.init.weights).model_kwargs())
     if unknown := sorted(set(config.tome) - set(SETTINGS)):
         raise ValueError(f"config.tome has {unknown}; its fields are the settings of tome_jax.apply_tome: "
                          f"{', '.join(SETTINGS)}.")

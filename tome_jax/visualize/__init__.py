@@ -243,6 +243,9 @@ def merged_image(model, image, *, r: Any = None, layer: int | None = None, fill:
     rgb, notes = prepare(model, image)
     source = source_after(model, normalize(rgb, model)[None], r=r, layer=layer)[0]
     labels = patch_labels(source, num_prefix_tokens=model.num_prefix_tokens, grid=model.grid_size)
+    # The pixels the patches read (a side that is not a whole number of patches loses its last rows /
+    # columns, as big_vision's So400m/14 at 384 px).
+    rgb = rgb[:model.grid_size[0] * model.patch_size, :model.grid_size[1] * model.patch_size]
     picture = draw_groups(rgb, labels, fill=fill)
     return Merged(picture, rgb, labels, int(labels.max()) + 1, notes)
 

@@ -69,8 +69,8 @@ def _run(args) -> int:
     import tome_jax
 
     kwargs = {"img_size": args.img_size} if args.img_size else {}
-    if args.weights and (gelu := tome_jax.checkpoint_layout(args.weights).gelu) != "exact":
-        kwargs["gelu"] = gelu  # the weights' GELU (big_vision: tanh), decided before building
+    if args.weights:  # the weights' GELU (big_vision: tanh), decided before building
+        kwargs.update(tome_jax.checkpoint_layout(args.weights).model_kwargs())
     model = tome_jax.create_model(args.model, r=parse_r(args.r), **kwargs)
     if args.weights:
         tome_jax.load_timm(model, args.weights, skip=("head",))  # the classifier plays no part here
