@@ -6,7 +6,8 @@ from tome_jax.models.vit import PatchEmbed, VisionTransformer
 from tome_jax.models.mae import MaskedAutoencoder
 from tome_jax.models.video import VideoTransformer
 from tome_jax.models.audio import AudioTransformer  # registers vit_*_patch16_audio
+from tome_jax.models.windowed import WindowedViT  # registers vitdet_*_patch16_1024
 
 __all__ = ["Attention", "AudioTransformer", "Block", "Encoder", "EncoderOutput", "MaskedAutoencoder", "Mlp", "PatchEmbed",
-           "VideoTransformer", "VisionTransformer",
+           "VideoTransformer", "VisionTransformer", "WindowedViT",
            "apply_tome", "create_model", "list_models", "register_model"]
