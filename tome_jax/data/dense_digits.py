@@ -3,7 +3,8 @@
 A segmentation source for the dense demo (docs/dense.md). Each example is an RGB uint8 canvas
 [S, S, 3] with a coloured noise background and `digits` handwritten digits from the "digits"
 source's split (so train and test canvases never share a digit image), each upscaled `scale` times
-(nearest), tinted a random colour and pasted at a random place; later digits cover earlier ones.
+(nearest), tinted a random colour and pasted at a random place on the `scale`-pixel lattice (so with
+2-px patches and scale 2 every patch is one pixel of an 8x8 original); later digits cover earlier ones.
 The label is a mask int32 [S, S]: 0 for the background, 1 + d where a digit d's ink (density >= 0.5)
 is visible. 11 classes.
 
@@ -52,7 +53,7 @@ def make_canvases(digits: np.ndarray, labels: np.ndarray, options: DenseDigitsOp
         canvas = np.clip(background, 0.0, 1.0)
         for k in rng.choice(len(digits), options.digits, replace=False):
             ink = np.kron(digits[k], np.ones((options.scale, options.scale), np.float32))
-            top, left = rng.integers(0, size - side + 1, 2)
+            top, left = options.scale * rng.integers(0, (size - side) // options.scale + 1, 2)
             color = rng.uniform(0.5, 1.0, 3)
             patch = canvas[top:top + side, left:left + side]
             patch[...] = patch * (1.0 - ink[..., None]) + color * ink[..., None]
