@@ -4,6 +4,8 @@ segments held-out canvases well above what predicting the background everywhere 
 
 import json
 
+import pytest
+
 from configs.dense_tome import get_config
 from tome_jax import data as data_lib
 from tome_jax.train import train_and_evaluate
@@ -25,6 +27,8 @@ def tiny_config():
     return config
 
 
+@pytest.mark.slow  # ~25 s, mostly compiling; the parts are covered fast: test_tasks (segmentation), test_windowed,
+# tests/data/test_dense_digits.py
 def test_dense_demo_learns_to_segment(tmp_path):
     config = tiny_config()
     summary = train_and_evaluate(config, str(tmp_path))
