@@ -24,6 +24,9 @@ from tome_jax import runtime, visualize  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 
 
+UPSCALE = 4  # pixels per canvas pixel in the group pictures
+
+
 def load_config(spec: str):
     import importlib.util
 
@@ -74,10 +77,11 @@ def main(argv=None):
         final = visualize.source_after(model, images, r=r, layer=last)
         predicted = np.asarray(predict(images, r=r)).argmax(-1)
         for row in range(len(ids)):
-            for j, (name, src) in enumerate([("block 1", first), (f"block {last}", final)]):
+            for j, (name, src) in enumerate([("block 1 (windows)", first), (f"block {last} (global)", final)]):
                 labels = visualize.patch_labels(src[row], num_prefix_tokens=0, grid=model.grid_size)
                 ax = axes[row, 2 + 3 * k + j]
-                ax.imshow(visualize.draw_groups(canvases[row], labels), interpolation="nearest")
+                big = np.kron(canvases[row], np.ones((UPSCALE, UPSCALE, 1), np.uint8))  # room for the outlines
+                ax.imshow(visualize.draw_groups(big, labels), interpolation="nearest")
                 axes[0, 2 + 3 * k + j].set_title(f"r={r}: {name}\n{int(labels.max()) + 1} groups", fontsize=8)
             axes[row, 4 + 3 * k].imshow(predicted[row], cmap="tab20", vmin=0, vmax=19, interpolation="nearest")
             axes[0, 4 + 3 * k].set_title(f"r={r}: predicted", fontsize=8)
