@@ -48,6 +48,13 @@ __all__ = [
     "bipartite_soft_matching",
     "kth_bipartite_soft_matching",
     "random_bipartite_soft_matching",
+    "grid_destinations",
+    "random2d_plan",
+    "bipartite_soft_matching_random2d",
+    "ratio_r",
+    "window_partition",
+    "window_unpartition",
+    "windowed_random2d_plan",
     "merge_wavg",
     "merge_source",
     "parse_r",
@@ -321,6 +328,136 @@ def random_bipartite_soft_matching(
     """
     plan = random_plan(metric, r, key)
     return plan_closures(plan, *metric.shape[:2])
+
+
+# ----------------------------------------------------------------------------- 2-D matchings (tomesd)
+
+
+def ratio_r(tokens: int, ratio: float) -> int:
+    """tomesd's count for a ratio: `int(tokens * ratio)` of ALL the tokens (not of the sources), so
+    ratio 0.5 halves the tokens when there are enough sources (2x2 strides: up to 3/4)."""
+    if not 0.0 <= float(ratio) < 1.0:
+        raise ValueError(f"ratio must be in [0, 1), got {ratio}.")
+    return int(tokens * float(ratio))
+
+
+def grid_destinations(h: int, w: int, sx: int, sy: int, key: jax.Array | None = None,
+                      batch: int | None = None) -> jax.Array:
+    """Which token of each `sy x sx` window is its destination: int32 [h // sy, w // sx] (or
+    [batch, h // sy, w // sx] with `batch`), the index in the window's raster order (dy * sx + dx).
+    key None: 0 everywhere (tomesd's `no_rand`: the top-left token); else uniform from `key`."""
+    shape = (h // sy, w // sx) if batch is None else (batch, h // sy, w // sx)
+    if key is None:
+        return jnp.zeros(shape, jnp.int32)
+    return jax.random.randint(key, shape, 0, sy * sx, dtype=jnp.int32)
+
+
+def random2d_plan(metric: jax.Array, w: int, h: int, sx: int, sy: int, r: int,
+                  key: jax.Array | None = None, dst_choice: jax.Array | None = None) -> MergePlan | None:
+    """The plan of tomesd's `bipartite_soft_matching_random2d` (None when r is 0 or no window fits).
+
+    metric: [B, N, C'] with N = h * w tokens in raster order (row y, column x at y * w + x).
+    Each full `sy x sx` window (h // sy by w // sx of them, from the top left) has one destination;
+    every other token is a source, including the rows and columns left over where sy does not divide
+    h or sx does not divide w (as tomesd). The r (clamped to the source count) sources with the
+    highest cosine similarity to a destination merge into their most similar destination.
+    dst_choice: int [h // sy, w // sx] or [B, h // sy, w // sx], the destination's index inside each
+    window (`grid_destinations`); when None it is drawn from `key`, or 0 (top left, tomesd's
+    `no_rand`) when key is None as well.
+    Output order: the unmerged sources by descending score (ties: lower raster index first), then
+    the destinations in raster order (tomesd's order with a stable sort; its unstable argsort
+    permutes the sources, not the results). No size weighting: merge with `apply_plan(plan, x,
+    "mean")`; `undo_plan` copies each destination's value back to its sources (tomesd's unmerge).
+    """
+    _check_3d("metric", metric)
+    r = _check_count("r", r, 0)
+    w, h, sx, sy = (_check_count(n, v, 1) for n, v in (("w", w), ("h", h), ("sx", sx), ("sy", sy)))
+    batch, tokens, _ = metric.shape
+    if tokens != h * w:
+        raise ValueError(f"metric has {tokens} tokens but the grid is h={h} x w={w} = {h * w}.")
+    hsy, wsx = h // sy, w // sx
+    num_dst = hsy * wsx
+    r = min(r, tokens - num_dst)
+    if r <= 0 or num_dst == 0:
+        return None
+    if dst_choice is None:
+        dst_choice = grid_destinations(h, w, sx, sy, key)
+    choice = jnp.broadcast_to(jnp.asarray(dst_choice, jnp.int32), (batch, hsy, wsx))
+    dst_y = jnp.arange(hsy)[:, None] * sy + choice // sx
+    dst_x = jnp.arange(wsx)[None, :] * sx + choice % sx
+    dst_rows = jnp.sort((dst_y * w + dst_x).reshape(batch, num_dst), axis=-1)  # raster order
+    rows = jnp.arange(batch)[:, None]
+    is_dst = jnp.zeros((batch, tokens), bool).at[rows, dst_rows].set(True)
+    src_rows = jnp.argsort(is_dst, axis=-1, stable=True)[:, :tokens - num_dst]  # raster order
+
+    metric = _normalize(metric)
+    scores = _similarity(_gather(metric, src_rows), _gather(metric, dst_rows))
+    node_max, node_idx = _max_argmax(scores)
+    edge_idx = jnp.argsort(-node_max, axis=-1, stable=True)
+    unm_idx, src_idx = edge_idx[:, r:], edge_idx[:, :r]
+    dst_idx = jnp.take_along_axis(node_idx, src_idx, axis=-1)
+    out_rows = jnp.concatenate([jnp.take_along_axis(src_rows, unm_idx, axis=-1), dst_rows], axis=1)
+    return MergePlan(out_rows, jnp.take_along_axis(src_rows, src_idx, axis=-1),
+                     unm_idx.shape[1] + dst_idx, tokens)
+
+
+def bipartite_soft_matching_random2d(
+    metric: jax.Array, w: int, h: int, sx: int, sy: int, r: int, key: jax.Array | None = None,
+    dst_choice: jax.Array | None = None,
+) -> tuple[MergeFn, UnmergeFn]:
+    """tomesd's 2-D matching (`random2d_plan`) as closures: merge(x [B, N, C], mode) -> [B, N - r, C]
+    and unmerge(y [B, N - r, C]) -> [B, N, C], every source reading its destination's value."""
+    plan = random2d_plan(metric, w, h, sx, sy, r, key, dst_choice)
+    return plan_closures(plan, *metric.shape[:2])
+
+
+def window_partition(x: jax.Array, window: int) -> jax.Array:
+    """x [B, H, W, C] -> windows [B * nH * nW, window * window, C] (ViTDet's layout: zero padding at
+    the bottom and right up to a multiple of `window`, windows in raster order, tokens in raster
+    order inside each)."""
+    batch, height, width, dim = x.shape
+    pad_h, pad_w = -height % window, -width % window
+    x = jnp.pad(x, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+    n_h, n_w = (height + pad_h) // window, (width + pad_w) // window
+    x = x.reshape(batch, n_h, window, n_w, window, dim).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(batch * n_h * n_w, window * window, dim)
+
+
+def window_unpartition(windows: jax.Array, window: int, height: int, width: int) -> jax.Array:
+    """The inverse of `window_partition`: [B * nH * nW, window * window, C] -> [B, H, W, C] (the
+    padding cropped)."""
+    n_h, n_w = -(-height // window), -(-width // window)
+    dim = windows.shape[-1]
+    x = windows.reshape(-1, n_h, n_w, window, window, dim).transpose(0, 1, 3, 2, 4, 5)
+    return x.reshape(-1, n_h * window, n_w * window, dim)[:, :height, :width]
+
+
+def windowed_random2d_plan(metric: jax.Array, window: int, sx: int, sy: int, r: int,
+                           key: jax.Array | None = None) -> MergePlan | None:
+    """tomesd's 2-D matching inside every attention window, the same r in each, so the merged
+    windows stay equal-sized and windowed attention runs on them unchanged.
+
+    metric: [B, H, W, C'] grid. Returns the plan over `window_partition(x, window)`'s rows
+    ([B * windows, window * window]); apply it to the partitioned tokens. The destination choice
+    is drawn per window from `key` (top left when None). Where H or W is not a multiple of
+    `window`, the padding tokens that `window_partition` adds get a metric of their own: they are
+    each other's best match (merged first) and every real token's worst, so a real token merges
+    into a padding destination only in a window without a real one (the matching among real
+    tokens is unchanged).
+    """
+    if getattr(metric, "ndim", None) != 4:
+        raise ValueError(f"metric must be a [B, H, W, C] grid, got shape {getattr(metric, 'shape', None)}.")
+    batch, height, width, _ = metric.shape
+    windows = window_partition(metric.astype(jnp.float32), window)
+    if height % window or width % window:
+        # Real tokens -> [unit metric, 1], padding -> [0, -1]: cosine (c + 1) / 2 between real tokens
+        # (same order, so the same matching), -1/sqrt(2) between real and padding, 1 among padding.
+        is_pad = 1.0 - window_partition(jnp.ones((batch, height, width, 1), jnp.float32), window)
+        norm = jnp.linalg.norm(windows, axis=-1, keepdims=True)
+        unit = jnp.where(is_pad > 0, 0.0, windows / jnp.where(is_pad > 0, 1.0, norm))
+        windows = jnp.concatenate([unit, 1.0 - 2.0 * is_pad], axis=-1)
+    choice = None if key is None else grid_destinations(window, window, sx, sy, key, batch=windows.shape[0])
+    return random2d_plan(windows, window, window, sx, sy, r, dst_choice=choice)
 
 
 # ----------------------------------------------------------------------------- helpers

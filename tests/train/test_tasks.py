@@ -1,4 +1,4 @@
-"""Losses and evaluators of the loop's tasks (classification, multi-label, reconstruction)."""
+"""Losses and evaluators of the loop's tasks (classification, multi-label, segmentation, reconstruction)."""
 
 import jax
 import jax.numpy as jnp
@@ -82,5 +82,22 @@ def test_classification_and_reconstruction_tasks():
     rec = tasks.make_task(config("reconstruction"))
     assert float(rec.loss(model, batch, jax.random.key(0))[0]) == pytest.approx(1.0)
     assert rec.finalize(rec.eval_batch(model, batch))["loss"] == pytest.approx(1.0)
-    with pytest.raises(ValueError, match="unknown config.task 'segmentation'.*classification"):
-        tasks.make_task(config("segmentation"))
+    with pytest.raises(ValueError, match="unknown config.task 'detection'.*classification"):
+        tasks.make_task(config("detection"))
+
+
+def test_segmentation_loss_and_miou_by_hand():
+    """Per-pixel cross-entropy over unmasked images; mIoU from the confusion matrix, classes that occur."""
+    task = tasks.make_task(config("segmentation"))
+    labels = jnp.array([[[0, 1], [1, 2]], [[0, 0], [0, 0]]])  # [B=2, H=2, W=2]; image 1 is padding
+    logits = 5.0 * jax.nn.one_hot(jnp.array([[[0, 1], [2, 2]], [[1, 1], [1, 1]]]), 4)  # predicts class 2 for one 1
+    model = lambda images: logits  # noqa: E731
+    batch = dict(image=jnp.zeros((2, 2, 2, 1)), label=labels, mask=jnp.array([True, False]))
+    loss, metrics = task.loss(model, batch, jax.random.key(0))
+    per_pixel = -jax.nn.log_softmax(logits[0], axis=-1)[jnp.arange(2)[:, None], jnp.arange(2)[None, :], labels[0]]
+    assert float(loss) == pytest.approx(float(per_pixel.mean()), rel=1e-6)
+    assert float(metrics["pixel_accuracy"]) == pytest.approx(0.75)
+    out = tasks.finish(task, tasks.accumulate(None, task.eval_batch(model, batch)))
+    # class 0: 1/1; class 1: hit 1, union 2 -> 1/2; class 2: hit 1, union 2 -> 1/2; class 3 absent.
+    assert out["mIoU"] == pytest.approx(100 * (1 + 0.5 + 0.5) / 3)
+    assert out["pixel_accuracy"] == pytest.approx(75.0) and out["count"] == 1

@@ -13,7 +13,7 @@ from typing import Any
 
 import ml_collections
 
-from tome_jax.data import audio, clips, images  # noqa: F401  (the built-in sources register themselves)
+from tome_jax.data import audio, clips, dense_digits, images  # noqa: F401  (the built-in sources register themselves)
 from tome_jax.data import registry
 from tome_jax.data.config import DataConfig, resolve_fields, typed
 from tome_jax.data.registry import Source

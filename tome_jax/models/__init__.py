@@ -9,7 +9,8 @@ from tome_jax.models.audio import AudioTransformer  # registers vit_*_patch16_au
 from tome_jax.models.siglip import SigLIPVisionTransformer  # registers vit_*_siglip_*
 from tome_jax.models import clip  # noqa: F401  (registers vit_*_clip_* and vit_*_clip_quickgelu_*)
 from tome_jax.models.map_head import MapHead
+from tome_jax.models.windowed import WindowedViT  # registers vitdet_*_patch16_1024
 
 __all__ = ["Attention", "AudioTransformer", "Block", "Encoder", "EncoderOutput", "MapHead", "MaskedAutoencoder", "Mlp",
-           "PatchEmbed", "SigLIPVisionTransformer", "VideoTransformer", "VisionTransformer",
+           "PatchEmbed", "SigLIPVisionTransformer", "VideoTransformer", "VisionTransformer", "WindowedViT",
            "apply_tome", "create_model", "list_models", "register_model"]

@@ -7,6 +7,16 @@ from typing import Any
 from tome_jax.models.encoder import Encoder
 
 
+class OwnFlopCount:
+    """A family whose blocks do not follow the encoder's formula below (windowed attention, merge and
+    unmerge around each block) counts its own FLOPs, in the same convention: `count_flops` returns
+    `model.forward_flops(r)` for it."""
+
+    def forward_flops(self, r: Any = None) -> float:
+        """Forward FLOPs of one example at schedule r (None: `model.r`)."""
+        raise NotImplementedError(f"{type(self).__name__} must define forward_flops(r).")
+
+
 def token_counts(model: Encoder, r: Any = None) -> list[int]:
     """Tokens entering each block, then the final count: depth + 1 numbers (r=None: `model.r`)."""
     return model.token_counts(r)
@@ -21,6 +31,8 @@ def count_flops(model: Encoder, r: Any = None) -> float:
     `model.head_flops_per_token()` per final token). Norms, softmax and elementwise ops are ignored, as
     in the paper (fvcore). Works on any `Encoder` subclass, also under `nnx.eval_shape`. r=None: `model.r`.
     """
+    if isinstance(model, OwnFlopCount):
+        return model.forward_flops(r)
     dim = model.embed_dim
     hidden = model.blocks[0].mlp.fc1.out_features
     head_dim = dim // model.blocks[0].attn.num_heads

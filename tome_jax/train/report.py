@@ -48,7 +48,7 @@ def _flat_rows(results) -> list[dict]:
     return rows
 
 
-METRICS = ("top1", "top5", "mAP", "loss")  # the task metrics a sweep row may carry, in table order
+METRICS = ("top1", "top5", "mAP", "mIoU", "pixel_accuracy", "loss")  # the task metrics a sweep row may carry, in table order
 
 
 def metric_keys(results) -> list[str]:
@@ -58,7 +58,7 @@ def metric_keys(results) -> list[str]:
 
 
 def headline(results) -> str:
-    """The metric the plot shows: top-1 where there is one, else mAP, else the loss."""
+    """The metric the plot shows: top-1 where there is one, else mAP, else mIoU, else the loss."""
     keys = metric_keys(results)
     return keys[0] if keys else "top1"
 

@@ -7,6 +7,8 @@ reported metrics. The loop itself knows nothing about labels, classes or pixels.
 - "classification": softmax cross-entropy with label smoothing and mixup/cutmix; top-1 / top-5.
 - "multilabel": sigmoid cross-entropy on multi-hot labels [B, K] with mixup; mAP (and top-1 where
   each example has exactly one positive label).
+- "segmentation": per-pixel softmax cross-entropy on masks int32 [B, H, W] against logits
+  [B, H, W, K]; mIoU (mean over the classes present in labels or predictions) and pixel accuracy.
 - "reconstruction": the model's own loss hook, `model.reconstruction_loss(images, key) -> [B]`
   (e.g. MAE pre-training); the eval reports the mean loss.
 """
@@ -131,7 +133,41 @@ class Reconstruction(Task):
         return {"loss": float(totals["loss_sum"]) / max(int(totals["count"]), 1), "count": int(totals["count"])}
 
 
-TASKS = {"classification": Classification, "multilabel": MultiLabel, "reconstruction": Reconstruction}
+class Segmentation(Task):
+    headline = "mIoU"
+
+    def loss(self, model, batch, key):
+        logits = model(batch["image"]).astype(jnp.float32)  # [B, H, W, K]
+        labels = batch["label"]
+        losses = optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(axis=(1, 2))
+        accuracy = (logits.argmax(-1) == labels).mean(axis=(1, 2))
+        return _masked_mean(losses, batch["mask"]), {"pixel_accuracy": _masked_mean(accuracy, batch["mask"])}
+
+    def eval_batch(self, model, batch):
+        logits = model(batch["image"])
+        num_classes = logits.shape[-1]
+        pairs = batch["label"] * num_classes + logits.argmax(-1)  # [B, H, W]: true * K + predicted
+        weight = jnp.broadcast_to(batch["mask"][:, None, None], pairs.shape).astype(jnp.int32)
+        confusion = jnp.zeros(num_classes * num_classes, jnp.int32).at[pairs.reshape(-1)].add(weight.reshape(-1))
+        return {"confusion": confusion.reshape(1, num_classes, num_classes), "count": batch["mask"].sum()}
+
+    def finalize(self, totals):
+        return segmentation_metrics(np.asarray(totals["confusion"]).sum(axis=0), int(totals["count"]))
+
+
+def segmentation_metrics(confusion: np.ndarray, count: int) -> dict:
+    """confusion [K, K] pixel counts (row: true class, column: predicted) -> mIoU (%) over the classes
+    that occur in the labels or the predictions, and pixel accuracy (%)."""
+    confusion = np.asarray(confusion, np.float64)
+    hits = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - hits
+    iou = np.where(union > 0, hits / np.maximum(union, 1), np.nan)
+    return {"mIoU": 100.0 * float(np.nanmean(iou)), "pixel_accuracy": 100.0 * float(hits.sum() / max(confusion.sum(), 1)),
+            "count": count}
+
+
+TASKS = {"classification": Classification, "multilabel": MultiLabel, "segmentation": Segmentation,
+         "reconstruction": Reconstruction}
 
 
 def make_task(config: ml_collections.ConfigDict) -> Task:

@@ -1,0 +1,98 @@
+"""The windowed ViT (ViTDet layout) with tomesd-style merge / unmerge in every block.
+
+A tiny model: 16x16 images, 2-px patches -> an 8x8 token grid, 4x4 windows (4 windows of 16 tokens),
+block 0 windowed, block 1 global; 2x2 merge cells, so r=12 (per window; 48 of the 64 tokens in the
+global block) merges every source.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+
+import tome_jax
+from tome_jax import visualize
+
+KW = dict(img_size=16, patch_size=2, embed_dim=16, depth=2, num_heads=2, mlp_ratio=2.0, window_size=4,
+          global_attn_indexes=(1,), num_classes=5)
+R_MAX = 12
+
+
+@pytest.fixture(scope="module")
+def model():
+    return tome_jax.create_model("vitdet_tiny_patch16_1024", **KW)
+
+
+_forward = nnx.jit(lambda m, x: m(x, return_info=True))
+
+
+def _cell_constant_images(key, batch=2):
+    """Images whose pixels are constant over each 4x4 block = each 2x2 cell of 2-px patches."""
+    return jnp.repeat(jnp.repeat(jax.random.normal(key, (batch, 4, 4, 3)), 4, axis=1), 4, axis=2)
+
+
+def test_merging_identical_cells_changes_nothing(model):
+    """When the 4 tokens of every 2x2 cell are equal (input and position embedding), each cell merges
+    into one token (r = every source), attention sees each cell once instead of 4 times (same softmax)
+    and the unmerge copies it back: the per-pixel logits equal the unmerged model's. A merge or unmerge
+    that puts tokens in the wrong place, or windows that mix, would differ."""
+    pos = model.pos_embed[...]
+    model.pos_embed[...] = jnp.repeat(jnp.repeat(pos[:, ::2, ::2], 2, axis=1), 2, axis=2)
+    try:
+        images = _cell_constant_images(jax.random.key(0))
+        model.r, model.method = 0, "bipartite"
+        base, _ = _forward(model, images)
+        model.r = R_MAX
+        out, info = _forward(model, images)
+        assert out.shape == (2, 16, 16, 5)  # the dense head's logits, upsampled to the pixels
+        assert [p.num_out for p in info["plans"]] == [4, 16]  # 16 -> 4 per window, 64 -> 16 global
+        np.testing.assert_allclose(out, base, rtol=1e-4, atol=1e-5)
+    finally:
+        model.pos_embed[...] = pos
+        model.r, model.method = 0, "bipartite"
+
+
+def test_window_block_stays_in_its_window_when_merging():
+    """After the window block alone, changing one token's pixels changes only its own window's tokens,
+    at r=0 and with merging."""
+    single = tome_jax.create_model("vitdet_tiny_patch16_1024", **dict(KW, depth=1, global_attn_indexes=(),
+                                                                       num_classes=0), r=8)
+    images = jax.random.normal(jax.random.key(1), (1, 16, 16, 3))
+    changed = images.at[0, 0:2, 0:2].add(3.0)  # the token at grid (0, 0): window (0, 0)
+    out, _ = _forward(single, jnp.concatenate([images, changed]))  # the token grid [2, 8, 8, 16]
+    moved = np.abs(np.asarray(out[1] - out[0])).max(axis=-1) > 1e-6  # [8, 8]
+    assert moved[:4, :4].any() and not moved[4:, :].any() and not moved[:, 4:].any()
+
+
+def test_groups_for_visualize_and_token_counts(model):
+    """trace_source gives the last merging block's groups over the grid (random destinations here);
+    tome_jax.visualize draws them (it checks that every patch is in exactly one group)."""
+    model.r, model.method = 8, "random"
+    try:
+        image = np.asarray(jax.random.uniform(jax.random.key(3), (16, 16, 3)) * 255, np.uint8)
+        merged = visualize.merged_image(model, image)  # the global block's: 64 - 8 * 64 // 16 = 32 groups
+        assert merged.num_tokens == 32 and merged.picture.shape == (16, 16, 3)
+        assert len(np.unique(merged.labels[:4, :4])) < 16  # tokens of one window did merge
+    finally:
+        model.r, model.method = 0, "bipartite"
+    assert model.token_counts(8) == [4 * 8, 64 - 32, 64]
+    assert model.token_counts(100) == [4 * 4, 16, 64]  # clamped to the sources
+
+
+def test_flops_by_hand_and_methods(model):
+    d, h = 16, 32
+    embed, head = 64 * 4 * 3 * d, 64 * d * 5
+    window_block = 4 * (4 * 16 * d * d + 2 * 16 * 16 * d + 2 * 16 * d * h)
+    global_block = 4 * 64 * d * d + 2 * 64 * 64 * d + 2 * 64 * d * h
+    assert tome_jax.count_flops(model, r=0) == embed + window_block + global_block + head
+    merged = (embed + 4 * (4 * 8 * d * d + 2 * 8 * 8 * d + 2 * 8 * d * h + 12 * 4 * d)
+              + 4 * 32 * d * d + 2 * 32 * 32 * d + 2 * 32 * d * h + 48 * 16 * d + head)
+    assert tome_jax.count_flops(model, r=8) == merged
+    model.method = "none"
+    assert tome_jax.count_flops(model, r=8) == tome_jax.count_flops(model, r=0)
+    model.method = "prune"
+    with pytest.raises(ValueError, match="tomesd"):
+        model.token_counts(8)
+    model.method = "bipartite"
+
