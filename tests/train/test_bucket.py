@@ -16,7 +16,6 @@ from etils import epath
 from flax import nnx
 
 import tome_jax
-from tests.train.storage_server import GcsServer
 from tests.train.test_faults import assert_same_params, steps_logged
 from tests.train.test_loop import final_params, run_train, tiny_config
 from tests.train.test_metrics import tensorboard_scalars
@@ -25,13 +24,6 @@ from tome_jax.train import evaluate, report, train_and_evaluate
 from tome_jax.train import metrics as metrics_lib
 from tome_jax.train import workdir as workdir_lib
 from tome_jax.train.loop import build_model
-
-
-@pytest.fixture(scope="module")
-def gcs():
-    """The storage server for this module; os.environ points every client at it meanwhile."""
-    with GcsServer() as server, server.environment():
-        yield server
 
 
 @pytest.fixture(scope="module")
@@ -154,6 +146,26 @@ def test_a_failed_request_and_a_server_outage_during_saves_lose_nothing(gcs, buc
     assert injected["failed"] == 1 and injected["dropped"] >= 1, injected
     assert step_folders(gcs, "gs://bucket/faults") == ["4", "8"] and committed(gcs, "gs://bucket/faults", 8)
     assert_same_params(final_params("gs://bucket/faults")[1], bucket_run[1])
+
+
+def test_a_slow_server_does_not_stall_training_while_a_checkpoint_uploads(gcs, bucket_run):
+    """Each upload of step 4's arrays waits 3 s at the server. The save returns once the arrays are in
+    host memory: steps 5, 6 and 7 are trained and logged to the bucket before step 4's last array
+    upload is answered; step 8's save waits for step 4's (the async window). Nothing is lost."""
+    gcs.proxy.clear()
+    gcs.proxy.slow(3.0, "name=slow/checkpoints/4/state/")
+    try:
+        train_and_evaluate(tiny_config(), "gs://bucket/slow")
+        completed, injected = list(gcs.proxy.completed), dict(gcs.proxy.injected)
+    finally:
+        gcs.proxy.clear()
+    assert injected["delayed"] >= 1, injected
+    state_uploaded = max(t for t, request in completed if "name=slow/checkpoints/4/state/" in request)
+    metrics_uploaded = [t for t, request in completed if request.endswith(" name=slow/metrics.jsonl")]
+    assert len(metrics_uploaded) == 9  # steps 1..8, then step 8's eval
+    assert metrics_uploaded[6] < state_uploaded  # step 7 logged while step 4 was still uploading
+    assert step_folders(gcs, "gs://bucket/slow") == ["4", "8"] and committed(gcs, "gs://bucket/slow", 8)
+    assert_same_params(final_params("gs://bucket/slow")[1], bucket_run[1])
 
 
 @pytest.mark.slow
