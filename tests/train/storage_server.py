@@ -90,6 +90,12 @@ class FaultProxy(http.server.ThreadingHTTPServer):
         """Each request whose "METHOD path" contains `match` waits `seconds` before it is forwarded."""
         self.delay = (seconds, match)
 
+    def uploaded(self, match: str) -> list[float]:
+        """When each upload whose description contains `match` was answered: the request that carries
+        the data (a media or multipart upload, or a resumable session's upload_id request)."""
+        return [t for t, request in list(self.completed) if match in request and request.startswith(("POST /upload", "PUT /upload"))
+                and ("upload_id=" in request or "uploadType=media" in request or "uploadType=multipart" in request)]
+
     def clear(self) -> None:
         with self.lock:
             self.failures, self.down_until, self.outage, self.delay = [], 0.0, (0.0, ""), (0.0, "")

@@ -149,19 +149,18 @@ def test_a_failed_request_and_a_server_outage_during_saves_lose_nothing(gcs, buc
 
 
 def test_a_slow_server_does_not_stall_training_while_a_checkpoint_uploads(gcs, bucket_run):
-    """Each upload of step 4's arrays waits 3 s at the server. The save returns once the arrays are in
+    """Each upload of step 4's arrays waits 1 s at the server. The save returns once the arrays are in
     host memory: steps 5, 6 and 7 are trained and logged to the bucket before step 4's last array
     upload is answered; step 8's save waits for step 4's (the async window). Nothing is lost."""
     gcs.proxy.clear()
-    gcs.proxy.slow(3.0, "name=slow/checkpoints/4/state/")
+    gcs.proxy.slow(1.0, "name=slow/checkpoints/4/state/")
     try:
         train_and_evaluate(tiny_config(), "gs://bucket/slow")
-        completed, injected = list(gcs.proxy.completed), dict(gcs.proxy.injected)
+        state_uploaded = max(gcs.proxy.uploaded("name=slow/checkpoints/4/state/"))
+        metrics_uploaded, injected = gcs.proxy.uploaded("name=slow/metrics.jsonl"), dict(gcs.proxy.injected)
     finally:
         gcs.proxy.clear()
     assert injected["delayed"] >= 1, injected
-    state_uploaded = max(t for t, request in completed if "name=slow/checkpoints/4/state/" in request)
-    metrics_uploaded = [t for t, request in completed if request.endswith(" name=slow/metrics.jsonl")]
     assert len(metrics_uploaded) == 9  # steps 1..8, then step 8's eval
     assert metrics_uploaded[6] < state_uploaded  # step 7 logged while step 4 was still uploading
     assert step_folders(gcs, "gs://bucket/slow") == ["4", "8"] and committed(gcs, "gs://bucket/slow", 8)
@@ -172,8 +171,8 @@ def test_a_slow_server_does_not_stall_training_while_a_checkpoint_uploads(gcs, b
 def test_killed_then_preempted_run_on_the_bucket_resumes_to_identical_parameters(gcs, bucket_run):
     """train.py on the bucket: SIGKILLed once step 4 is committed (step 8 is not), restarted and sent
     SIGTERM (it saves at the step it is on and exits 0), restarted again: the parameters of the
-    uninterrupted run, every step logged once. Logging is slowed (each metrics.jsonl upload waits 1 s)
-    while the signals are aimed, so that they land mid-run."""
+    uninterrupted run, every step logged once. The restart's logging is slowed (each metrics.jsonl
+    request waits 1 s), so that SIGTERM lands mid-run."""
     workdir = "gs://bucket/killed"
     flags = ["--config.total_steps=8", "--config.checkpoint_every_steps=4", "--config.warmup_steps=2"]
     proc = run_train(workdir, *flags, wait=False)
@@ -187,8 +186,10 @@ def test_killed_then_preempted_run_on_the_bucket_resumes_to_identical_parameters
 
     gcs.proxy.slow(1.0, "name=killed/metrics.jsonl")
     try:
+        before = len(gcs.proxy.uploaded("name=killed/metrics.jsonl"))
         proc = run_train(workdir, *flags, wait=False)
-        while not any(m["step"] > 4 for m in _metrics(workdir)):
+        # The restart rewrites metrics.jsonl without the killed run's steps after 4, then logs step 5.
+        while len(gcs.proxy.uploaded("name=killed/metrics.jsonl")) < before + 2:
             assert proc.poll() is None and time.time() < deadline, "resumed run ended before step 5"
             time.sleep(0.05)
         proc.send_signal(signal.SIGTERM)
@@ -202,9 +203,3 @@ def test_killed_then_preempted_run_on_the_bucket_resumes_to_identical_parameters
     assert_same_params(final_params(workdir)[1], bucket_run[1])
     assert steps_logged(workdir) == list(range(1, 9))
 
-
-def _metrics(workdir):
-    try:
-        return metrics_lib.read_metrics(workdir)
-    except (OSError, ValueError):  # read while being replaced
-        return []
