@@ -13,12 +13,14 @@ import os
 
 from etils import epath
 
-# The Python packages a URL scheme needs, and the command that installs them. gs://: etils.epath reads
-# and writes through gcsfs (fsspec); orbax deletes old checkpoint steps through google-cloud-storage
-# (its array data goes through TensorStore's own GCS driver, part of tensorstore). s3://: epath's s3fs.
+# The Python packages a URL scheme needs ({module: package}), and the command that installs them. gs://:
+# etils.epath reads and writes through gcsfs (fsspec); orbax deletes old checkpoint steps through
+# google-cloud-storage (its array data goes through TensorStore's own GCS driver, part of tensorstore).
+# s3://: epath's s3fs.
 BACKENDS = {
-    "gs://": (("gcsfs", "google.cloud.storage"), "pip install -r requirements.txt (or: pip install -e .[gcs])"),
-    "s3://": (("s3fs",), "pip install s3fs"),
+    "gs://": ({"gcsfs": "gcsfs", "google.cloud.storage": "google-cloud-storage"},
+              "pip install -r requirements.txt (or: pip install -e .[gcs])"),
+    "s3://": ({"s3fs": "s3fs"}, "pip install s3fs"),
 }
 
 
@@ -32,12 +34,13 @@ def require_backend(path: str | os.PathLike) -> None:
     text = os.fspath(path)
     for prefix, (modules, command) in BACKENDS.items():
         if text.startswith(prefix):
-            for module in modules:
+            for module, package in modules.items():
                 try:
                     importlib.import_module(module)
                 except ImportError as e:
-                    raise MissingBackendError(f"{text} needs the Python package {module.split('.')[0]!r} "
-                                              f"({e}); install it with: {command}") from None
+                    reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                    raise MissingBackendError(f"{text} needs the Python package {package!r} ({reason}); "
+                                              f"install it with: {command}") from None
 
 
 def resolve(path: str | os.PathLike) -> epath.Path:
