@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from etils import epath
 
 import tome_jax
 from configs import mae_finetune_tome, mae_pretrain
@@ -36,29 +37,35 @@ def finetune_config(arg="runlocal", **overrides):
                                                          "checkpoint_every_steps": 4, **overrides})
 
 
-def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_path):
-    summary = train_and_evaluate(pretrain_config(), str(tmp_path / "pt"))
+@pytest.mark.parametrize("storage", ["local", "bucket"])
+def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_path, request, storage):
+    """bucket: both workdirs in gs:// on the loopback storage server (tests/train/conftest.py::gcs)."""
+    root = tmp_path
+    if storage == "bucket":
+        request.getfixturevalue("gcs")
+        root = epath.Path(f"gs://bucket/mae/{tmp_path.name}")
+    summary = train_and_evaluate(pretrain_config(), str(root / "pt"))
     assert summary["task"] == "reconstruction" and np.isfinite(summary["eval_loss"])
-    assert np.isfinite(losses(tmp_path / "pt")).all()
-    _, saved = final_params(tmp_path / "pt")
+    assert np.isfinite(losses(root / "pt")).all()
+    _, saved = final_params(str(root / "pt"))
 
-    config = finetune_config(f"runlocal,init={tmp_path / 'pt'}")
+    config = finetune_config(f"runlocal,init={root / 'pt'}")
     model = build_model(config)
     leaf = lambda tree: np.asarray(tree.get("value", tree))  # noqa: E731  (orbax may keep Variable values)
     np.testing.assert_array_equal(model.blocks[1].attn.qkv.kernel[...], leaf(saved["blocks"]["1"]["attn"]["qkv"]["kernel"]))
     np.testing.assert_array_equal(model.pos_embed[...], leaf(saved["pos_embed"]))
     np.testing.assert_array_equal(model.patch_embed.proj.kernel[...], leaf(saved["patch_embed"]["proj"]["kernel"]))
-    report = tome_jax.load_timm(model, str(tmp_path / "pt"), skip=("head",))
+    report = tome_jax.load_timm(model, str(root / "pt"), skip=("head",))
     assert report["missing"] == report["unused"] == []
     assert report["initialized"] == ["fc_norm.bias", "fc_norm.weight"]
     assert "decoder_pred.weight" in report["ignored"] and "mask_token" in report["ignored"]
     # ... and the fine-tuning run with ToMe trains from it.
-    summary = train_and_evaluate(config, str(tmp_path / "ft"))
+    summary = train_and_evaluate(config, str(root / "ft"))
     # 4 steps of this tiny fine-tuning stay at chance (10.0% top-1; lr=0: 9.5%; even 32 steps at lr=1e-2
     # reach only 11-15%), so what is checked is that it trained with ToMe and reports its logged final eval.
-    final_eval = [m for m in read_metrics(tmp_path / "ft") if "eval/top1" in m][-1]
+    final_eval = [m for m in read_metrics(root / "ft") if "eval/top1" in m][-1]
     assert summary["tome_r"] == 2 and summary["eval_top1"] == final_eval["eval/top1"] and final_eval["step"] == 4
-    assert np.isfinite(losses(tmp_path / "ft")).all() and len(losses(tmp_path / "ft")) == 4
+    assert np.isfinite(losses(root / "ft")).all() and len(losses(root / "ft")) == 4
 
 
 def test_bad_init_and_bad_mask_ratio_fail_at_start_and_keep_the_workdir(tmp_path):

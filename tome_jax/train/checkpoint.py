@@ -1,8 +1,13 @@
-"""Checkpoints with orbax: train state + the data iterator's position, saved atomically.
+"""Checkpoints with orbax: train state + the data iterator's position, saved atomically and in the
+background.
 
-Orbax writes each step into a temporary directory and renames it only when complete, so a run
-killed mid-save leaves the previous checkpoint as the latest; `latest_step()` never sees the
-half-written one. Restoring takes the target's shardings, so a checkpoint written on one mesh
+Orbax writes each step into a temporary directory and renames it only when complete (on gs://,
+where a rename is a copy, it writes the step in place and marks it complete with `commit_success.txt`),
+so a run killed mid-save leaves the previous checkpoint as the latest; `latest_step()` never sees the
+half-written one. `save` returns once the arrays are copied to host memory and the data position
+and config are written; the arrays are written while training goes on (a slow bucket does not stall
+the steps), and the next save, `latest_step` / `all_steps`, or `close` waits for that write and
+reports its failure naming its step. Restoring takes the target's shardings, so a checkpoint written on one mesh
 loads onto another.
 
 Restore falls back: a step that cannot be read (missing item, truncated array, corrupt iterator
@@ -125,42 +130,59 @@ class Checkpointer:
         retry_delay, 2 * retry_delay, ... seconds (`sleep`) in between."""
         self.directory = workdir_lib.resolve(directory)
         self.read_attempts, self.retry_delay, self.sleep = read_attempts, retry_delay, sleep
+        self.pending_step: int | None = None  # a save still being written in the background
         self.manager = ocp.CheckpointManager(
             self.directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "data": grain.checkpoint.CheckpointHandler(),
                            "config": ocp.JsonCheckpointHandler()},
             options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=create,
-                                                 enable_async_checkpointing=False),
+                                                 enable_async_checkpointing=True),
         )
 
     def latest_step(self) -> int | None:
+        """The newest complete step (a save in progress is waited for first)."""
+        self.wait()
         return self.manager.latest_step()
 
     def all_steps(self) -> list[int]:
+        self.wait()
         return sorted(self.manager.all_steps())
 
     def save(self, step: int, state, data_iterator, config: dict | None = None) -> None:
-        """Save and wait. A failed write (full disk, quota) raises `WorkdirError` naming the path and
-        the free space; the previous steps are untouched and the temporary folder is removed at the
-        next start (`workdir.clean_temporaries`)."""
+        """Start saving `step`: waits for the previous save, copies the state to host memory, writes the
+        data position and config, and leaves the arrays to a background write (`wait`). A failed write
+        (full disk, quota, storage unreachable after the clients' retries) raises `WorkdirError`
+        naming the step, the path and the free space, here or at the next `wait`; the previous steps
+        are untouched and the temporary folder is removed at the next start
+        (`workdir.clean_temporaries`)."""
         if not bool(all_finite(state)):
             raise NonFiniteStateError(
                 f"the parameters or optimizer state became NaN/inf by step {step}; not saved. The last good "
                 f"checkpoint (step {self.latest_step()}) is kept in {self.directory}. Lower optimizer.lr, set "
                 "optimizer.clip_norm, or use model.dtype='float32'.")
+        self.wait()
         items = dict(state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator))
         if config is not None:
             items["config"] = ocp.args.JsonSave(config)
+        self._reporting_failure(step, lambda: self.manager.save(step, args=ocp.args.Composite(**items)))
+        self.pending_step = step
+
+    def wait(self) -> None:
+        """Wait for the save in progress, if any; its failure raises `WorkdirError` naming its step."""
+        if self.pending_step is not None:
+            step, self.pending_step = self.pending_step, None
+            self._reporting_failure(step, self.manager.wait_until_finished)
+
+    def _reporting_failure(self, step: int, action: Callable[[], Any]) -> None:
         try:
-            self.manager.save(step, args=ocp.args.Composite(**items))
-            self.manager.wait_until_finished()
+            action()
         except Exception as e:  # orbax/TensorStore wrap OSErrors in many types (OUT_OF_RANGE, ValueError...)
             raise workdir_lib.WorkdirError(
                 f"saving the checkpoint of step {step} in {self.directory} failed "
                 f"({workdir_lib.describe_space(self.directory)}): {_first_line(e)}. The earlier checkpoints "
-                f"{self.all_steps()} are intact; free some space (or fix permissions) and run the same "
-                "command again to resume.") from e
+                f"{sorted(self.manager.all_steps())} are intact; free some space (or fix permissions, or "
+                "check that the storage is reachable) and run the same command again to resume.") from e
 
     def saved_config(self, step: int) -> dict | None:
         """The config saved with `step` (None for checkpoints written before configs were saved)."""
@@ -272,4 +294,8 @@ class Checkpointer:
         self._compare(step, _shapes_by_path(saved), _shapes_by_path(params))
 
     def close(self) -> None:
-        self.manager.close()
+        """Wait for the save in progress (its failure raises `WorkdirError`), then release orbax."""
+        try:
+            self.wait()
+        finally:
+            self.manager.close()

@@ -1,23 +1,24 @@
 """Metrics to a JSON-lines file and TensorBoard events in the workdir (process 0 only), and the
-training time of each log interval (`IntervalTimer`: evals and saves left out)."""
+training time of each log interval (`IntervalTimer`: evals and saves left out).
+
+On a bucket both go through the workdir's own path type (etils epath), like every other file of the
+run: tensorboardX writes its event file into a local temporary folder and each flush replaces the
+bucket's copy whole (objects cannot be appended to), as metrics.jsonl is."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
+import shutil
+import tempfile
 import time
 from typing import Callable
 
 import jax
-from absl import logging
 from etils import epath
 
 from tome_jax.train import workdir as workdir_lib
-
-# tensorboardX writes local paths itself and gs:// / s3:// through its own clients; other schemes
-# would become a local folder named like the URL, so TensorBoard is skipped there.
-_TENSORBOARD_SCHEMES = ("gs://", "s3://")
 
 
 class IntervalTimer:
@@ -71,7 +72,7 @@ class MetricWriter:
         self.path = workdir / "metrics.jsonl"
         self._local = workdir_lib.is_local(self.path)
         self._lines = []  # the whole file, kept for remote storage (objects cannot be appended to)
-        self._tb = None
+        self._tb, self._tb_staging = None, None
         if not self.active:
             return
         if self.path.exists():
@@ -79,17 +80,17 @@ class MetricWriter:
                     if resume_step is not None and r["step"] <= resume_step]
             workdir_lib.write_text(self.path, "".join(kept))
             self._lines = kept
-        tb_dir = os.fspath(workdir / "tensorboard")
-        if self._local or tb_dir.startswith(_TENSORBOARD_SCHEMES):
-            from tensorboardX import SummaryWriter
+        from tensorboardX import SummaryWriter
 
-            purge = None if resume_step is None else resume_step + 1
-            # Event files are named by the second and the host; a restart within the same second would
-            # overwrite the previous file, so the name also gets a suffix that sorts in time order.
-            self._tb = SummaryWriter(tb_dir, purge_step=purge, filename_suffix=f".{time.time_ns()}")
-        else:
-            logging.warning("no TensorBoard events for %s (tensorboardX writes local, gs:// and s3:// paths); "
-                            "metrics.jsonl has every value.", workdir)
+        self.tb_dir = workdir / "tensorboard"
+        if not self._local:  # written locally, copied to the bucket at each flush (`_publish`)
+            self.tb_dir.mkdir(parents=True, exist_ok=True)
+            self._tb_staging = tempfile.mkdtemp(prefix="tome_jax_tensorboard_")
+        purge = None if resume_step is None else resume_step + 1
+        # Event files are named by the second and the host; a restart within the same second would
+        # overwrite the previous file, so the name also gets a suffix that sorts in time order.
+        self._tb = SummaryWriter(self._tb_staging or os.fspath(self.tb_dir), purge_step=purge,
+                                 filename_suffix=f".{time.time_ns()}")
 
     def write(self, step: int, metrics: dict) -> None:
         if not self.active:
@@ -106,10 +107,23 @@ class MetricWriter:
             for key, value in metrics.items():
                 self._tb.add_scalar(key, value, int(step))
             self._tb.flush()
+            self._publish()
+
+    def _publish(self) -> None:
+        """Copy the staged event file(s) to the bucket's tensorboard/ folder, replacing the older copy."""
+        if self._tb_staging is not None:
+            for name in os.listdir(self._tb_staging):
+                with open(os.path.join(self._tb_staging, name), "rb") as f:
+                    (self.tb_dir / name).write_bytes(f.read())
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+            self._publish()
+            self._tb = None
+        if self._tb_staging is not None:
+            shutil.rmtree(self._tb_staging, ignore_errors=True)
+            self._tb_staging = None
 
 
 def _parse(text: str) -> list[dict]:

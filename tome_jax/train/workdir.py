@@ -19,7 +19,8 @@ from collections.abc import Mapping
 
 from etils import epath
 
-from tome_jax.paths import is_local, resolve  # noqa: F401  (the workdir's path type; re-exported)
+from tome_jax import paths
+from tome_jax.paths import is_local  # noqa: F401  (the workdir's path type; re-exported)
 
 # Config fields whose change makes a resumed run a different run (the data order, the model, the
 # schedule): a restart that changes one is refused unless `allow_config_change=True`. Dotted names
@@ -43,6 +44,24 @@ TEMPORARY_MARKER = ".orbax-checkpoint-tmp"
 
 class WorkdirError(OSError):
     """The workdir cannot be written (permissions, full disk): names the path and the free space."""
+
+
+# URL schemes whose checkpoints orbax-checkpoint (0.12.8) cannot write: it picks TensorStore's kvstore
+# driver from the path, and only local paths and gs:// get one (an s3:// path fails its "Checkpoint path
+# should be absolute" check at the first save).
+NO_CHECKPOINTS = {"s3://": "orbax-checkpoint writes array data to local paths and gs:// only"}
+
+
+def resolve(path: str | os.PathLike) -> epath.Path:
+    """A workdir (or a checkpoint folder in one): `paths.resolve`, which refuses a URL whose storage
+    client is not installed, and a URL scheme orbax cannot checkpoint to (`NO_CHECKPOINTS`); both are
+    refused here, when the run starts, not at its first save."""
+    for prefix, reason in NO_CHECKPOINTS.items():
+        if os.fspath(path).startswith(prefix):
+            raise WorkdirError(f"cannot use {os.fspath(path)} as a workdir: {reason}. Use a gs:// bucket or a "
+                               "local path (an S3 bucket mounted with a FUSE client is a local path); weights "
+                               "(config.init.weights) can still be read from s3:// with s3fs installed.")
+    return paths.resolve(path)
 
 
 def free_bytes(path: epath.Path) -> int | None:

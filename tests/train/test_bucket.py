@@ -1,0 +1,193 @@
+"""A gs:// workdir against a real storage API: fake-gcs-server on loopback behind a fault-injecting proxy
+(tests/train/storage_server.py), reached by the same clients as a cloud bucket (gcsfs through etils.epath,
+TensorStore's gcs driver under orbax, google-cloud-storage). The machinery is test_loop's and
+test_faults' (tiny_config, run_train, final_params, assert_same_params); each test ends with the
+parameters of the uninterrupted bucket run. RELIABILITY.md maps these cases to the faults they cover."""
+
+import os
+import signal
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+from etils import epath
+from flax import nnx
+
+import tome_jax
+from tests.train.test_faults import assert_same_params, steps_logged
+from tests.train.test_loop import final_params, run_train, tiny_config
+from tests.train.test_metrics import tensorboard_scalars
+from tome_jax import paths
+from tome_jax.train import evaluate, report, train_and_evaluate
+from tome_jax.train import metrics as metrics_lib
+from tome_jax.train import workdir as workdir_lib
+from tome_jax.train.loop import build_model
+
+
+@pytest.fixture(scope="module")
+def bucket_run(gcs):
+    """An uninterrupted 8-step run in gs://bucket/finished (checkpoints 4 and 8), its final parameters."""
+    workdir = "gs://bucket/finished"
+    train_and_evaluate(tiny_config(), workdir)
+    return workdir, final_params(workdir)[1]
+
+
+def copy_bucket_run(gcs, source: str, target: str) -> str:
+    """Copy every object of gs://bucket/<source> to gs://bucket/<target> through epath."""
+    for name in gcs.objects(f"{source}/"):
+        epath.Path(f"gs://bucket/{target}/{name[len(source) + 1:]}").write_bytes(epath.Path(f"gs://bucket/{name}").read_bytes())
+    return f"gs://bucket/{target}"
+
+
+def step_folders(gcs, workdir: str) -> list[str]:
+    """The step folders under <workdir>/checkpoints, listed by the server."""
+    prefix = workdir.removeprefix("gs://bucket/") + "/checkpoints/"
+    return sorted({name[len(prefix):].split("/")[0] for name in gcs.objects(prefix)})
+
+
+def committed(gcs, workdir: str, step: int) -> bool:
+    """orbax's marker that step `step` was written whole (gs:// steps are not renamed into place)."""
+    name = f"{workdir.removeprefix('gs://bucket/')}/checkpoints/{step}/commit_success.txt"
+    return name in gcs.objects(name)
+
+
+# ----------------------------------------------------------------------------- set-up errors
+
+
+def test_a_missing_storage_client_or_an_unsupported_scheme_is_refused_at_start(monkeypatch, tmp_path):
+    """Before any data, model or compile: one line naming the install command (gcsfs hidden as if it
+    were not installed), or why s3:// cannot hold checkpoints (orbax has no TensorStore driver for it)."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setitem(sys.modules, "gcsfs", None)
+    with pytest.raises(paths.MissingBackendError) as error:
+        train_and_evaluate(tiny_config(), "gs://bucket/run")
+    assert "\n" not in str(error.value) and "'gcsfs'" in str(error.value)
+    assert "pip install -r requirements.txt" in str(error.value)
+    monkeypatch.setitem(sys.modules, "s3fs", None)
+    with pytest.raises(paths.MissingBackendError, match="pip install s3fs"):
+        paths.resolve("s3://bucket/vit.safetensors")  # what load_timm and every workdir path go through
+    with pytest.raises(workdir_lib.WorkdirError, match="local paths and gs:// only"):
+        train_and_evaluate(tiny_config(), "s3://bucket/run")
+    assert os.listdir(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- one run, everything there
+
+
+def test_a_run_on_the_bucket_keeps_every_file_there(gcs, bucket_run, tmp_path):
+    """Checkpoints (with orbax's commit markers), config, metrics, summary and TensorBoard events are
+    objects in the bucket; TensorBoard's reader shows every logged loss."""
+    names = gcs.objects("finished/")
+    assert {"finished/config.json", "finished/metrics.jsonl", "finished/summary.json"} <= set(names)
+    assert step_folders(gcs, bucket_run[0]) == ["4", "8"] and committed(gcs, bucket_run[0], 8)
+    events = [n for n in names if n.startswith("finished/tensorboard/events.out.tfevents")]
+    assert len(events) == 1
+    (tmp_path / "tensorboard").mkdir()
+    (tmp_path / "tensorboard" / os.path.basename(events[0])).write_bytes(epath.Path(f"gs://bucket/{events[0]}").read_bytes())
+    losses = {m["step"]: m["train/loss"] for m in metrics_lib.read_metrics(bucket_run[0]) if "train/loss" in m}
+    assert sorted(losses) == list(range(1, 9))
+    logged = tensorboard_scalars(tmp_path)["train/loss"]
+    np.testing.assert_allclose([logged[s] for s in range(1, 9)], [losses[s] for s in range(1, 9)], rtol=1e-6)
+
+
+def test_eval_and_weights_read_the_bucket_and_results_are_written_there(gcs, bucket_run, tmp_path):
+    """eval.py's path (evaluate.load_model from the workdir's latest checkpoint, sweep, write_report into
+    the workdir), and config.init.weights from the bucket: the training workdir itself and a
+    .safetensors file; all three give the same parameters."""
+    config = tiny_config()
+    from_checkpoint, origin = evaluate.load_model(config, bucket_run[0], None)
+    assert "checkpoint step 8" in origin
+    results = evaluate.sweep(config, from_checkpoint, [0, 2], batch_size=64, repeats=1)
+    report.write_report(results, bucket_run[0], "tiny")
+    names = set(gcs.objects("finished/eval_results"))
+    assert {f"finished/eval_results.{ext}" for ext in ("json", "csv", "md")} <= names
+    assert gcs.objects("finished/accuracy_vs_throughput.png")
+    summary = workdir_lib.read_json(epath.Path(bucket_run[0]) / "summary.json")
+    assert results[1]["top1"] == pytest.approx(summary["eval_top1"])  # r=2, the run's own schedule
+
+    from_workdir = build_model(tiny_config(**{"init.weights": bucket_run[0], "init.skip": ()}))
+    tome_jax.save_timm(from_checkpoint, str(tmp_path / "vit.safetensors"))
+    epath.Path("gs://bucket/weights/vit.safetensors").write_bytes((tmp_path / "vit.safetensors").read_bytes())
+    from_file, _ = evaluate.load_model(config, None, "gs://bucket/weights/vit.safetensors")
+    for model in (from_workdir, from_file):
+        assert_same_params(nnx.state(model, nnx.Param), nnx.state(from_checkpoint, nnx.Param))
+
+
+# ----------------------------------------------------------------------------- faults
+
+
+def test_corrupt_latest_checkpoint_on_the_bucket_falls_back(gcs, bucket_run):
+    """Step 8's state metadata torn in the bucket: the restart reads step 4, keeps the broken step as
+    8.unreadable-<time>, trains 5..8 again and ends with the uninterrupted run's parameters."""
+    run = copy_bucket_run(gcs, "finished", "corrupt")
+    (epath.Path(run) / "checkpoints/8/state/_METADATA").write_bytes(b'{"tree')
+    (epath.Path(run) / "summary.json").unlink()
+    train_and_evaluate(tiny_config(), run)
+    folders = step_folders(gcs, run)
+    assert folders[:2] == ["4", "8"] and folders[2].startswith("8.unreadable-") and len(folders) == 3
+    assert_same_params(final_params(run)[1], bucket_run[1])
+    assert steps_logged(run) == list(range(1, 9))
+
+
+def test_storage_faults_during_saves_lose_nothing_and_do_not_stall_training(gcs, bucket_run):
+    """One run, three faults. A failed request: the first upload of step 4's arrays gets a 503 (retried
+    by TensorStore). A slow server: every upload of step 4's arrays waits 1 s; the save returns once the
+    arrays are in host memory, so steps 5, 6 and 7 are trained and logged to the bucket before step 4's
+    last array upload is answered (step 8's save waits for step 4's: the async window). An outage: the
+    server drops every connection for 3 s from the first write of step 8 on (every client retries).
+    The run ends with both steps committed and the uninterrupted run's parameters."""
+    gcs.proxy.clear()
+    gcs.proxy.fail(1, "POST /upload/storage/v1/b/bucket/o?uploadType=media&name=faults/checkpoints/4/state/")
+    gcs.proxy.slow(1.0, "name=faults/checkpoints/4/state/")
+    gcs.proxy.down(3.0, "name=faults/checkpoints/8/")
+    try:
+        train_and_evaluate(tiny_config(), "gs://bucket/faults")
+        state_uploaded = max(gcs.proxy.uploaded("name=faults/checkpoints/4/state/"))
+        metrics_uploaded, injected = gcs.proxy.uploaded("name=faults/metrics.jsonl"), dict(gcs.proxy.injected)
+    finally:
+        gcs.proxy.clear()
+    assert injected["failed"] == 1 and injected["delayed"] >= 1 and injected["dropped"] >= 1, injected
+    assert len(metrics_uploaded) == 9  # steps 1..8, then step 8's eval
+    assert metrics_uploaded[6] < state_uploaded  # step 7 logged while step 4 was still uploading
+    assert step_folders(gcs, "gs://bucket/faults") == ["4", "8"] and committed(gcs, "gs://bucket/faults", 8)
+    assert_same_params(final_params("gs://bucket/faults")[1], bucket_run[1])
+
+
+@pytest.mark.slow
+def test_killed_then_preempted_run_on_the_bucket_resumes_to_identical_parameters(gcs, bucket_run):
+    """train.py on the bucket: SIGKILLed once step 4 is committed (step 8 is not), restarted and sent
+    SIGTERM (it saves at the step it is on and exits 0), restarted again: the parameters of the
+    uninterrupted run, every step logged once. The restart's logging is slowed (each metrics.jsonl
+    request waits 1 s), so that SIGTERM lands mid-run."""
+    workdir = "gs://bucket/killed"
+    flags = ["--config.total_steps=8", "--config.checkpoint_every_steps=4", "--config.warmup_steps=2"]
+    proc = run_train(workdir, *flags, wait=False)
+    deadline = time.time() + 240
+    while not committed(gcs, workdir, 4):
+        assert proc.poll() is None and time.time() < deadline, "run ended before its first checkpoint"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not committed(gcs, workdir, 8)
+
+    gcs.proxy.slow(1.0, "name=killed/metrics.jsonl")
+    try:
+        before = len(gcs.proxy.uploaded("name=killed/metrics.jsonl"))
+        proc = run_train(workdir, *flags, wait=False)
+        # The restart rewrites metrics.jsonl without the killed run's steps after 4, then logs step 5.
+        while len(gcs.proxy.uploaded("name=killed/metrics.jsonl")) < before + 2:
+            assert proc.poll() is None and time.time() < deadline, "resumed run ended before step 5"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        gcs.proxy.clear()
+    assert proc.returncode == 0, out[-3000:]
+    saved = int(out.split("saved a checkpoint at step ")[1].split()[0])
+    assert 4 < saved < 8 and committed(gcs, workdir, saved), out[-3000:]
+    train_and_evaluate(tiny_config(), workdir)
+    assert_same_params(final_params(workdir)[1], bucket_run[1])
+    assert steps_logged(workdir) == list(range(1, 9))
+
