@@ -1,0 +1,68 @@
+"""MCTF (tome_jax/methods/mctf.py) against the authors' code (github mlvlab/MCTF).
+
+Fixtures (tests/fixtures/make_mctf_fixtures.py, a port of the authors' utils/mctf.py and block):
+`mctf_merge.npz`, the merge function alone, and `mctf_io.npz`, the small `vit_cls` timm model
+through MCTF's block. Their decision margins are >= 6e-5 (float32 noise is ~1e-7), so every merge
+decision and the order of the unmerged tokens must agree.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from tome_jax.methods.mctf import mctf_merge, mctf_plan, mctf_r
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
+MERGE_SETTINGS = {  # fixture tag -> (r, bidirectional, pooling, sizes given)
+    "bi_attnpool": (10, True, "attention", True),
+    "bi_attnpool_nosize": (7, True, "attention", False),
+    "oneway_sizepool": (6, False, "size", True),
+}
+
+
+def fixture(name):
+    return dict(np.load(os.path.join(FIXTURES, f"{name}.npz")))
+
+
+@jax.jit
+def _merge_all(x, attn, size):
+    out = {}
+    for tag, (r, bidirectional, pooling, given) in MERGE_SETTINGS.items():
+        s = size if given else None
+        plan = mctf_plan(x, attn, s, r, protected=1, bidirectional=bidirectional)
+        out[tag] = mctf_merge(plan, x, s, attn, pooling=pooling)
+    return out
+
+
+def test_merge_matches_the_authors_merge_function():
+    """Fused tokens, sizes and the one-step-ahead attention equal utils/mctf.py's (bidirectional
+    with attention pooling, with and without sizes, and one-way with size pooling)."""
+    io = fixture("mctf_merge")
+    results = _merge_all(jnp.asarray(io["x"]), jnp.asarray(io["attn"]), jnp.asarray(io["size"]))
+    for tag, (x, size, attn) in results.items():
+        np.testing.assert_allclose(x, io[f"x_{tag}"], atol=1e-5, err_msg=tag)
+        np.testing.assert_array_equal(size, io[f"size_{tag}"], err_msg=tag)
+        np.testing.assert_allclose(attn, io[f"attn_{tag}"], atol=1e-6, err_msg=tag)
+        np.testing.assert_allclose(np.asarray(attn).sum(-1), 1.0, atol=1e-5)  # still probabilities
+
+
+@pytest.mark.parametrize("tokens, r, protected, expected", [
+    (197, 16, 1, 16), (20, 16, 1, 9), (12, 16, 1, 2), (10, 4, 1, 0), (9, 4, 0, 0), (65, 40, 1, 32)])
+def test_clamp_keeps_ten_tokens_then_half(tokens, r, protected, expected):
+    """`if t - r < 10: r = t - 10`, then at most (t - protected) // 2, never below 0."""
+    assert mctf_r(tokens, r, protected) == expected
+
+
+def test_distill_token_stays_second_and_alone():
+    """With a class and a distill token (the authors' code has none), both stay in front, unmerged."""
+    x = jax.random.normal(jax.random.key(0), (2, 24, 8))
+    attn = jax.nn.softmax(jax.random.normal(jax.random.key(1), (2, 2, 24, 24)), -1)
+    plans = jax.jit(lambda x, attn: [mctf_plan(x, attn, None, 6, protected=2, bidirectional=b)
+                                     for b in (True, False)])(x, attn)
+    for plan in plans:
+        np.testing.assert_array_equal(plan.out_rows[:, :2], [[0, 1], [0, 1]])
+        assert not np.isin(np.asarray(plan.src_rows), [0, 1]).any()
+        assert not np.isin(np.asarray(plan.dst_pos), [0, 1]).any()

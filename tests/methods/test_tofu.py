@@ -1,0 +1,49 @@
+"""ToFu (tome_jax/methods/tofu.py) against its published code (the PiToMe repository's algo/tofu).
+
+Fixtures (tests/fixtures/make_tofu_fixtures.py, a port of algo/tofu/merge.py and patch/timm.py):
+`tofu_merge.npz`, the merge function alone, and `tofu_io.npz`, the small `vit_cls` timm model through
+ToFu's block. Decision margins >= 1e-3.
+"""
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from tome_jax import merge as tome
+from tome_jax.methods.tofu import mlerp_merge, prunes
+
+FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
+
+
+def fixture(name):
+    return dict(np.load(os.path.join(FIXTURES, f"{name}.npz")))
+
+
+@jax.jit
+def _merges(metric, x):
+    out = {}
+    for r in (4, 13):
+        plan = tome.bipartite_plan(metric, r, class_token=True)
+        out[r] = (mlerp_merge(plan, x), tome.keep_rows(plan, x), mlerp_merge(plan, x, "merged"), plan)
+    return out
+
+
+def test_merge_and_prune_match_the_published_code_and_mlerp_keeps_the_largest_norm():
+    io = fixture("tofu_merge")
+    x = jnp.asarray(io["x"])
+    for r, (merged, pruned, paper, plan) in _merges(jnp.asarray(io["metric"]), x).items():
+        np.testing.assert_allclose(merged, io[f"x_tofu_r{r}"], atol=1e-5, err_msg=f"r={r}")
+        np.testing.assert_array_equal(pruned, io[f"x_prune_r{r}"], err_msg=f"r={r}")
+        # The paper's MLERP: every group's result has the group's largest norm; the published rescale
+        # (by the destination's norm before the merge) does not.
+        largest = tome.apply_plan(plan, jnp.linalg.norm(x, axis=-1, keepdims=True), "amax")[..., 0]
+        np.testing.assert_allclose(jnp.linalg.norm(paper, axis=-1), largest, rtol=1e-5)
+        assert np.abs(np.linalg.norm(merged, axis=-1) - largest).max() > 1e-2
+
+
+def test_published_rule_prunes_the_first_half_and_one_more():
+    assert [prunes(i, 12, -1) for i in range(12)] == [True] * 7 + [False] * 5
+    assert [prunes(i, 4, -1) for i in range(4)] == [True] * 3 + [False]
+    assert [prunes(i, 4, 1) for i in range(4)] == [True] + [False] * 3

@@ -1,0 +1,54 @@
+"""ToFu: Token Fusion, bridging token pruning and token merging (Kim et al., WACV 2024).
+
+ToFu has no official repository; the published code is the PiToMe repository's copy (github
+hchautran/PiToMe, algo/tofu/merge.py and algo/tofu/patch/timm.py, deit.py). It keeps ToMe's
+bipartite matching (keys averaged over heads, between attention and MLP) and changes what happens
+to a matched pair, by depth:
+
+- early blocks (i <= depth // 2 in the published patch) PRUNE: the r merged-away tokens are
+  dropped, their destinations keep their values;
+- later blocks MERGE with MLERP, norm-preserving: the destination becomes the plain mean m of itself
+  and its sources, rescaled to the largest norm in the group,
+      published code:  m / ||x_dst|| * max(||x_dst||, ||x_src||, ...)   (the destination's PRE-merge norm)
+      paper (MLERP):   m / ||m||     * max(||x_dst||, ||x_src||, ...)   (rescale="merged")
+
+    plan = tome.bipartite_plan(metric, r, class_token=True)
+    x = mlerp_merge(plan, x)          # or tome.keep_rows(plan, x) in a pruning block
+
+Sizes and sources: a pruned token is counted in its destination's size and source (the published
+source tracking merges sources by amax in pruning blocks too), so sources partition the input
+tokens, sizes add and `unmerge` gives a pruned token its destination's value. The published code
+never updates sizes, so its proportional attention is inert: `prop_attn=False` reproduces it.
+Pure JAX + `tome_jax.merge`: no Flax.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from tome_jax import merge as tome
+
+RESCALES = ("destination", "merged")
+
+
+def mlerp_merge(plan: tome.MergePlan, x: jax.Array, rescale: str = "destination") -> jax.Array:
+    """x [B, T, C] -> [B, T', C]: each group's plain mean, rescaled to its largest norm.
+
+    rescale "destination": divided by the destination token's norm before the merge (the published
+    code); "merged": by the mean's own norm (the paper's MLERP). Norms in float32, result in x's dtype.
+    A token nothing merged into keeps its value (up to one rounding)."""
+    if rescale not in RESCALES:
+        raise ValueError(f"rescale must be one of {RESCALES}, got {rescale!r}.")
+    x32 = x.astype(jnp.float32)
+    norms = jnp.linalg.norm(x32, axis=-1, keepdims=True)  # [B, T, 1]
+    mean = tome.apply_plan(plan, x32, "mean")
+    largest = tome.apply_plan(plan, norms, "amax")
+    before = tome.keep_rows(plan, norms) if rescale == "destination" else jnp.linalg.norm(mean, axis=-1, keepdims=True)
+    return (mean / before * largest).astype(x.dtype)
+
+
+def prunes(layer: int, depth: int, merge_from: int) -> bool:
+    """Whether block `layer` of `depth` prunes (else merges): before `merge_from`; merge_from < 0 is
+    the published rule, blocks i <= depth // 2 prune."""
+    return layer < (depth // 2 + 1 if merge_from < 0 else merge_from)
