@@ -13,6 +13,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import tome_jax
+from tests.models.test_vit import forward, load_small, rel_err
 from tome_jax.methods.mctf import mctf_merge, mctf_plan, mctf_r
 
 FIXTURES = os.path.join(os.path.dirname(__file__), "..", "fixtures")
@@ -66,3 +68,38 @@ def test_distill_token_stays_second_and_alone():
         np.testing.assert_array_equal(plan.out_rows[:, :2], [[0, 1], [0, 1]])
         assert not np.isin(np.asarray(plan.src_rows), [0, 1]).any()
         assert not np.isin(np.asarray(plan.dst_pos), [0, 1]).any()
+
+
+# ----------------------------------------------------------------------------- the model, through the block
+
+
+@pytest.fixture(scope="module")
+def vit_cls():
+    return load_small("vit_cls", trace_source=True)
+
+
+def _check_against_fixture(model, io, tag):
+    logits, info = forward(model, jnp.asarray(io["images"]), return_info=True)
+    assert io[f"margin_{tag}"] > 3e-5
+    np.testing.assert_array_equal(info["size"], io[f"size_{tag}"], err_msg=tag)
+    np.testing.assert_array_equal(info["source"], io[f"source_{tag}"], err_msg=tag)
+    assert rel_err(logits, io[f"logits_{tag}"]) < 1e-5, tag
+
+
+def test_vit_matches_the_authors_block_off_the_shelf(vit_cls):
+    """The authors' evaluation setting (their defaults; block 0 not merging, as activate_layer
+    [1..11]): logits, sizes and sources equal their MCTF block's on the same timm weights."""
+    io = fixture("mctf_io")
+    tome_jax.apply_tome(vit_cls, method="mctf", r=[0, 8, 8, 8], prop_attn=True, options={})
+    assert vit_cls.token_counts() == [65, 65, 57, 49, 41]
+    _check_against_fixture(vit_cls, io, "default")
+
+
+@pytest.mark.slow
+def test_vit_matches_the_authors_block_one_way_size_pooling(vit_cls):
+    """Every block merging, one-way matching, size pooling, no proportional attention (the merge
+    function of this setting is also checked fast, in the unit fixture)."""
+    io = fixture("mctf_io")
+    tome_jax.apply_tome(vit_cls, method="mctf", r=6, prop_attn=False,
+                        options=dict(bidirectional=False, pooling="size"))
+    _check_against_fixture(vit_cls, io, "all_r6_size")

@@ -26,16 +26,21 @@ towards the lower index (stable sorts); the authors' torch sorts are unstable.
 Merged values are attention-weighted averages (pooling "attention", the authors' default): weight
 w = a * size / max(size), a = mean_{heads, queries} P. The one-step-ahead attention sums P over
 each key group, then takes the w-weighted average over each query group, so its rows still sum to 1.
+The functions are jitted (one compile per shape when called eagerly, inlined under an outer jit).
 Pure JAX + `tome_jax.merge`: no Flax.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from tome_jax import merge as tome
+import tome_jax.merge as tome  # not `from tome_jax import`: that runs the package's lazy hook (models)
+from tome_jax.methods.base import LayerInputs, ReductionMethod, ones_size, register_method
 
 POOLINGS = ("attention", "size")
 
@@ -75,6 +80,8 @@ def _descending(values: jax.Array) -> jax.Array:
     return jnp.argsort(-values, axis=-1, stable=True)
 
 
+@functools.partial(jax.jit, static_argnames=("r", "protected", "tau_sim", "tau_info", "tau_size", "bidirectional",
+                                             "min_tokens"))
 def mctf_plan(metric: jax.Array, attn: jax.Array | None, size: jax.Array | None, r: int, *,
               protected: int = 1, tau_sim: float = 1.0, tau_info: float = 20.0, tau_size: float = 40.0,
               bidirectional: bool = True, min_tokens: int = 10) -> tome.MergePlan | None:
@@ -143,6 +150,7 @@ def mctf_plan(metric: jax.Array, attn: jax.Array | None, size: jax.Array | None,
                           tokens)
 
 
+@functools.partial(jax.jit, static_argnames=("tokens_shape", "pooling"))
 def pooling_weights(attn: jax.Array | None, size: jax.Array | None, tokens_shape: tuple[int, int],
                     pooling: str = "attention") -> jax.Array:
     """Each token's weight in its group's average, [B, T, 1] float32, no gradient.
@@ -160,6 +168,7 @@ def pooling_weights(attn: jax.Array | None, size: jax.Array | None, tokens_shape
     return received * (size / size.max(axis=1, keepdims=True))
 
 
+@jax.jit
 def merge_attention(plan: tome.MergePlan, attn: jax.Array, weights: jax.Array, merged_weights: jax.Array) -> jax.Array:
     """One-step-ahead attention [B, H, T, T] -> [B, H, T', T']: summed over each key group, then the
     weighted average (weights [B, T, 1], their group sums merged_weights [B, T', 1]) over each query group."""
@@ -172,6 +181,16 @@ def merge_attention(plan: tome.MergePlan, attn: jax.Array, weights: jax.Array, m
     return queries.reshape(batch, out, heads, out).transpose(0, 2, 1, 3)
 
 
+@jax.jit
+def fuse(merge: tome.MergePlan, weights: jax.Array, x: jax.Array,
+         size: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """The weighted average of each group of x [B, T, C] (weights [B, T, 1]) in x's dtype, and the
+    summed sizes [B, T', 1] float32 (size None: ones)."""
+    fused = tome.apply_plan(merge, x.astype(jnp.float32) * weights, "sum") / tome.apply_plan(merge, weights, "sum")
+    size = tome.apply_plan(merge, ones_size(x) if size is None else size.astype(jnp.float32), "sum")
+    return fused.astype(x.dtype), size
+
+
 def mctf_merge(plan: tome.MergePlan | None, x: jax.Array, size: jax.Array | None, attn: jax.Array, *,
                pooling: str = "attention") -> tuple[jax.Array, jax.Array | None, jax.Array]:
     """Fuse x [B, T, C] by `plan` with the pooling weights; returns (x' [B, T', C] in x's dtype,
@@ -179,8 +198,90 @@ def mctf_merge(plan: tome.MergePlan | None, x: jax.Array, size: jax.Array | None
     if plan is None:
         return x, size, attn
     weights = pooling_weights(attn, size, x.shape[:2], pooling)
-    merged_weights = tome.apply_plan(plan, weights, "sum")
-    fused = tome.apply_plan(plan, x.astype(jnp.float32) * weights, "sum") / merged_weights
-    ones = jnp.ones((*x.shape[:2], 1), jnp.float32)
-    new_size = tome.apply_plan(plan, ones if size is None else size.astype(jnp.float32), "sum")
-    return fused.astype(x.dtype), new_size, merge_attention(plan, attn, weights, merged_weights)
+    x, new_size = fuse(plan, weights, x, size)
+    return x, new_size, merge_attention(plan, attn, weights, tome.apply_plan(plan, weights, "sum"))
+
+
+# ----------------------------------------------------------------------------- the registered method
+
+
+@dataclasses.dataclass(frozen=True)
+class MCTFOptions:
+    """MCTF's hyper-parameters; the defaults are the authors' evaluation setting
+    (run/eval_deit_s_mctf.sh: mctf_type [16,0,0,1,1,1,20,40,1,1,0]). The authors' scripts also leave
+    block 0 unmerged (activate_layer [1..11]): that is the schedule's job, r=[0] + [16] * 11.
+
+    tau_sim, tau_info, tau_size: temperatures of the three criteria (0: criterion off).
+    bidirectional: r // 2 tokens A -> B, then the rest B -> A (False: all r A -> B, as ToMe).
+    pooling: "attention" (weights: attention received x size, the default) or "size" (ToMe's).
+    min_tokens: the authors' clamp keeps at least this many tokens in a merging block.
+    """
+
+    tau_sim: float = 1.0
+    tau_info: float = 20.0
+    tau_size: float = 40.0
+    bidirectional: bool = True
+    pooling: str = "attention"
+    min_tokens: int = 10
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"MCTF pooling must be one of {POOLINGS}, got {self.pooling!r}.")
+        if min(self.tau_sim, self.tau_info, self.tau_size) < 0 or self.min_tokens < 0:
+            raise ValueError("MCTF temperatures and min_tokens must be >= 0.")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class MCTFPlan:
+    """merge: where every token goes; weights [B, T, 1]: each token's pooling weight; attn
+    [B, H, T', T']: the one-step-ahead attention the block applies to the merged tokens' values."""
+
+    merge: tome.MergePlan
+    weights: jax.Array
+    attn: jax.Array
+
+
+@register_method("mctf", options=MCTFOptions)
+class MCTF(ReductionMethod):
+    """Multi-criteria token fusion with one-step-ahead attention (module docstring)."""
+
+    needs_attention = True
+    reduces_before_attention = True
+
+    def tokens_after(self, r: int, tokens: int, protected: int) -> int:
+        return tokens - mctf_r(tokens, r, protected, self.options.min_tokens)
+
+    def plan(self, inputs: LayerInputs) -> MCTFPlan | None:
+        if inputs.x is None or inputs.attn is None:
+            raise ValueError("method='mctf' plans from the block's input tokens x and its attention "
+                             "probabilities attn; both must be given.")
+        o = self.options
+        merge = mctf_plan(inputs.x, inputs.attn, inputs.size, inputs.r, protected=inputs.protected,
+                          tau_sim=o.tau_sim, tau_info=o.tau_info, tau_size=o.tau_size,
+                          bidirectional=o.bidirectional, min_tokens=o.min_tokens)
+        if merge is None:
+            return None
+        weights = pooling_weights(inputs.attn, inputs.size, inputs.x.shape[:2], o.pooling)
+        attn = merge_attention(merge, inputs.attn, weights, tome.apply_plan(merge, weights, "sum"))
+        return MCTFPlan(merge, weights, attn)
+
+    def reduce(self, plan: MCTFPlan, x, size, source):
+        if source is not None:
+            source = tome.apply_plan(plan.merge, source, "amax")
+        x, size = fuse(plan.merge, plan.weights, x, size)
+        return x, size, source
+
+    def attention_after(self, plan: MCTFPlan, attn: jax.Array) -> jax.Array:
+        return plan.attn
+
+    def undo(self, plan: MCTFPlan, y: jax.Array) -> jax.Array:
+        return tome.undo_plan(plan.merge, y)
+
+    def extra_flops(self, tokens_in: int, tokens_out: int, head_dim: int, dim: int) -> float:
+        """The similarity A @ B^T over the C channels of x, less what the merged attention saves
+        against the count of a block that attends on all tokens_in: v, attention @ v and proj run on
+        tokens_out tokens (so this is negative at ViT sizes)."""
+        similarity = ((tokens_in + 1) // 2) * (tokens_in // 2) * dim
+        saved = 2 * (tokens_in - tokens_out) * dim * dim + (tokens_in ** 2 - tokens_out ** 2) * dim
+        return float(similarity - saved)

@@ -24,14 +24,19 @@ Pure JAX + `tome_jax.merge`: no Flax.
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import jax
 import jax.numpy as jnp
 
-from tome_jax import merge as tome
+import tome_jax.merge as tome  # not `from tome_jax import`: that runs the package's lazy hook (models)
+from tome_jax.methods.base import LayerInputs, ReductionMethod, ones_size, register_method
 
 RESCALES = ("destination", "merged")
 
 
+@functools.partial(jax.jit, static_argnames="rescale")
 def mlerp_merge(plan: tome.MergePlan, x: jax.Array, rescale: str = "destination") -> jax.Array:
     """x [B, T, C] -> [B, T', C]: each group's plain mean, rescaled to its largest norm.
 
@@ -52,3 +57,57 @@ def prunes(layer: int, depth: int, merge_from: int) -> bool:
     """Whether block `layer` of `depth` prunes (else merges): before `merge_from`; merge_from < 0 is
     the published rule, blocks i <= depth // 2 prune."""
     return layer < (depth // 2 + 1 if merge_from < 0 else merge_from)
+
+
+# ----------------------------------------------------------------------------- the registered method
+
+
+@dataclasses.dataclass(frozen=True)
+class ToFuOptions:
+    """merge_from: the first block that merges (MLERP); the blocks before it prune. -1: the published
+    rule, depth // 2 + 1. rescale: "destination" (the published code: the destination's norm before
+    the merge) or "merged" (the paper's MLERP: the merged mean's norm)."""
+
+    merge_from: int = -1
+    rescale: str = "destination"
+
+    def __post_init__(self):
+        if self.rescale not in RESCALES:
+            raise ValueError(f"ToFu rescale must be one of {RESCALES}, got {self.rescale!r}.")
+        if self.merge_from < -1:
+            raise ValueError(f"ToFu merge_from must be a block index >= 0, or -1 (the published rule), "
+                             f"got {self.merge_from}.")
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class ToFuPlan:
+    """merge: ToMe's matching; prune (static): this block drops the matched tokens instead of fusing them."""
+
+    merge: tome.MergePlan
+    prune: bool = dataclasses.field(metadata=dict(static=True))
+
+
+@register_method("tofu", options=ToFuOptions)
+class ToFu(ReductionMethod):
+    """Token Fusion: ToMe's matching; early blocks prune, later blocks merge by MLERP (module docstring)."""
+
+    def tokens_after(self, r: int, tokens: int, protected: int) -> int:
+        return tokens - min(r, tome.max_r(tokens, protected))
+
+    def plan(self, inputs: LayerInputs) -> ToFuPlan | None:
+        merge = tome.bipartite_plan(inputs.metric, inputs.r, class_token=inputs.protected >= 1,
+                                    distill_token=inputs.protected == 2)
+        if merge is None:
+            return None
+        return ToFuPlan(merge, prunes(inputs.layer, inputs.depth, self.options.merge_from))
+
+    def reduce(self, plan: ToFuPlan, x, size, source):
+        if source is not None:
+            source = tome.apply_plan(plan.merge, source, "amax")
+        size = tome.apply_plan(plan.merge, ones_size(x) if size is None else size, "sum")
+        x = tome.keep_rows(plan.merge, x) if plan.prune else mlerp_merge(plan.merge, x, self.options.rescale)
+        return x, size, source
+
+    def undo(self, plan: ToFuPlan, y: jax.Array) -> jax.Array:
+        return tome.undo_plan(plan.merge, y)
