@@ -168,17 +168,22 @@ def pooling_weights(attn: jax.Array | None, size: jax.Array | None, tokens_shape
     return received * (size / size.max(axis=1, keepdims=True))
 
 
+def _merge_rows(plan: tome.MergePlan, a: jax.Array) -> jax.Array:
+    """Sum-merge axis 2 of a [B, H, T, N] by `plan` -> [B, H, T', N]: the kept rows gathered, the
+    merged rows added into their destinations (whole rows: contiguous, no transpose of `a`)."""
+    batch = jnp.arange(a.shape[0])[:, None]
+    kept = jnp.take_along_axis(a, plan.out_rows[:, None, :, None], axis=2)
+    merged = jnp.take_along_axis(a, plan.src_rows[:, None, :, None], axis=2)  # [B, H, R, N]
+    return kept.at[batch, :, plan.dst_pos].add(merged.transpose(0, 2, 1, 3))
+
+
 @jax.jit
 def merge_attention(plan: tome.MergePlan, attn: jax.Array, weights: jax.Array, merged_weights: jax.Array) -> jax.Array:
-    """One-step-ahead attention [B, H, T, T] -> [B, H, T', T']: summed over each key group, then the
-    weighted average (weights [B, T, 1], their group sums merged_weights [B, T', 1]) over each query group."""
-    batch, heads, tokens, _ = attn.shape
-    out = tokens - plan.src_rows.shape[1]
-    keys = attn.astype(jnp.float32).transpose(0, 3, 1, 2).reshape(batch, tokens, heads * tokens)
-    keys = tome.apply_plan(plan, keys, "sum").reshape(batch, out, heads, tokens)  # [B, Tk', H, Tq]
-    queries = (keys * weights[:, None, None, :, 0]).transpose(0, 3, 2, 1).reshape(batch, tokens, heads * out)
-    queries = tome.apply_plan(plan, queries, "sum") / merged_weights  # [B, Tq', H * Tk']
-    return queries.reshape(batch, out, heads, out).transpose(0, 2, 1, 3)
+    """One-step-ahead attention [B, H, T, T] -> [B, H, T', T']: the weighted average (weights
+    [B, T, 1], their group sums merged_weights [B, T', 1]) over each query group, and the sum over
+    each key group (the two commute; queries first, so the transpose is of the smaller tensor)."""
+    queries = _merge_rows(plan, attn.astype(jnp.float32) * weights[:, None]) / merged_weights[:, None]
+    return _merge_rows(plan, queries.transpose(0, 1, 3, 2)).transpose(0, 1, 3, 2)
 
 
 @jax.jit

@@ -7,7 +7,8 @@ is applied to a built model by `apply_tome(model, r=16, method=..., prop_attn=..
 options=...)` (only the keywords given change). `model.r`, `model.method`, `model.prop_attn`,
 `model.trace_source` and `model.options` read the settings, and assigning one is `apply_tome` with that keyword. The
 reduction is a plain attribute, static under jit, so each schedule compiles once. Each block
-reduces between attention and MLP (docs/semantics.md).
+reduces between attention and MLP (docs/semantics.md), or, for a method that
+`reduces_before_attention` (MCTF), inside attention (docs/methods.md).
 """
 
 from __future__ import annotations
