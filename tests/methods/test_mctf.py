@@ -31,19 +31,27 @@ def fixture(name):
 
 @jax.jit
 def _merge_all(x, attn, size):
+    """Every merge-level check's results from one compiled program: the fixture's settings, and the
+    plans of a class + distill token model (x's first 24 tokens, one-way and bidirectional)."""
     out = {}
     for tag, (r, bidirectional, pooling, given) in MERGE_SETTINGS.items():
         s = size if given else None
         plan = mctf_plan(x, attn, s, r, protected=1, bidirectional=bidirectional)
         out[tag] = mctf_merge(plan, x, s, attn, pooling=pooling)
-    return out
+    distill = [mctf_plan(x[:, :24], attn[:, :, :24, :24], None, 6, protected=2, bidirectional=b) for b in (True, False)]
+    return out, distill
 
 
-def test_merge_matches_the_authors_merge_function():
+@pytest.fixture(scope="module")
+def merged():
+    io = fixture("mctf_merge")
+    return io, _merge_all(jnp.asarray(io["x"]), jnp.asarray(io["attn"]), jnp.asarray(io["size"]))
+
+
+def test_merge_matches_the_authors_merge_function(merged):
     """Fused tokens, sizes and the one-step-ahead attention equal utils/mctf.py's (bidirectional
     with attention pooling, with and without sizes, and one-way with size pooling)."""
-    io = fixture("mctf_merge")
-    results = _merge_all(jnp.asarray(io["x"]), jnp.asarray(io["attn"]), jnp.asarray(io["size"]))
+    io, (results, _) = merged
     for tag, (x, size, attn) in results.items():
         np.testing.assert_allclose(x, io[f"x_{tag}"], atol=1e-5, err_msg=tag)
         np.testing.assert_array_equal(size, io[f"size_{tag}"], err_msg=tag)
@@ -58,13 +66,9 @@ def test_clamp_keeps_ten_tokens_then_half(tokens, r, protected, expected):
     assert mctf_r(tokens, r, protected) == expected
 
 
-def test_distill_token_stays_second_and_alone():
+def test_distill_token_stays_second_and_alone(merged):
     """With a class and a distill token (the authors' code has none), both stay in front, unmerged."""
-    x = jax.random.normal(jax.random.key(0), (2, 24, 8))
-    attn = jax.nn.softmax(jax.random.normal(jax.random.key(1), (2, 2, 24, 24)), -1)
-    plans = jax.jit(lambda x, attn: [mctf_plan(x, attn, None, 6, protected=2, bidirectional=b)
-                                     for b in (True, False)])(x, attn)
-    for plan in plans:
+    for plan in merged[1][1]:
         np.testing.assert_array_equal(plan.out_rows[:, :2], [[0, 1], [0, 1]])
         assert not np.isin(np.asarray(plan.src_rows), [0, 1]).any()
         assert not np.isin(np.asarray(plan.dst_pos), [0, 1]).any()
