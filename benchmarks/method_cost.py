@@ -13,6 +13,8 @@ for the method's own matmuls. Two estimates of the own work, side by side in one
   method's forward;
 - isolated: each block's plan + reduce jitted alone at its real shapes (random x, keys and sizes),
   summed over the blocks, over the method's forward.
+For MCTF (which reduces before attention) the free-drop forward still attends on all T tokens
+while MCTF's v, attention @ v and proj run on T', so its in-context share is net of that saving.
 Random weights (speed only). Run from the repository root; see benchmarks/common.py for `--json`.
 """
 
@@ -96,10 +98,16 @@ def main(argv=None):
             size = None if layer == 0 else 1.0 + jnp.abs(jax.random.normal(jax.random.fold_in(key, 2),
                                                                            (args.batch, t_in, 1)))
 
-            def step(x, metric, size, layer=layer, reduction=reduction):
-                plan = reduction.plan(layer, metric, jax.random.key(0), x=x, size=size)
-                return reduction.reduce(plan, x, size, None)
-            candidates[f"{method} step {layer}"] = blocking(jax.jit(step), x, metric, size)
+            heads = model.blocks[0].attn.num_heads  # attention probabilities, for the methods that read them
+            attn = jax.nn.softmax(jax.random.normal(jax.random.fold_in(key, 3), (args.batch, heads, t_in, t_in)), -1)
+
+            def step(x, metric, size, attn, layer=layer, reduction=reduction):
+                plan = reduction.plan(layer, metric, jax.random.key(0), x=x, size=size, attn=attn)
+                out = reduction.reduce(plan, x, size, None)
+                if reduction.reduces_before_attention:  # MCTF: the merged (one-step-ahead) attention too
+                    return out, reduction.attention_after(plan, attn)
+                return out
+            candidates[f"{method} step {layer}"] = blocking(jax.jit(step), x, metric, size, attn)
         original = model.reduction
         model.reduction = FreeTokenDrop(**{**{f.name: getattr(original, f.name) for f in dataclasses.fields(original)},
                                            "method": "prune", "options": None})

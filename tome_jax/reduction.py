@@ -79,6 +79,16 @@ class TokenReduction:
         """Whether blocks must hand the method their softmax attention probabilities."""
         return self.reducer.needs_attention
 
+    @property
+    def reduces_before_attention(self) -> bool:
+        """Whether blocks reduce their input tokens before attention (`ReductionMethod.reduces_before_attention`)."""
+        return self.reducer.reduces_before_attention
+
+    def attention_after(self, plan: Any, attn: jax.Array) -> jax.Array:
+        """The probabilities a `reduces_before_attention` block applies to its reduced tokens (attn
+        [B, H, T, T] itself when the layer reduced nothing)."""
+        return attn if plan is None else self.reducer.attention_after(plan, attn)
+
     def needs_key(self, layer: int) -> bool:
         """Whether `layer` must be given a PRNG key (a keyed method at a layer with r > 0)."""
         return self.reducer.needs_key and self.layer_r(layer) > 0

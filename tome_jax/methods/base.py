@@ -83,6 +83,11 @@ class ReductionMethod:
 
     needs_attention: bool = False  # the block returns its softmax probabilities as inputs.attn
     needs_key: bool = False  # the encoder draws a PRNG key per reducing layer as inputs.key
+    one_to_one: bool = True  # every output token is a group of input tokens (sources partition them)
+    # The block plans and reduces its INPUT tokens with this block's attention probabilities, then
+    # attends with `attention_after` (MCTF's one-step-ahead attention); False: reduce between
+    # attention and MLP (ToMe).
+    reduces_before_attention: bool = False
 
     def __init__(self, options: Any):
         self.options = options
@@ -107,6 +112,12 @@ class ReductionMethod:
             source = tome.apply_plan(plan, source, "amax")
         x, size = tome.merge_wavg(lambda v, mode="mean": tome.apply_plan(plan, v, mode), x, size)
         return x, size, source
+
+    def attention_after(self, plan: Any, attn: jax.Array) -> jax.Array:
+        """For `reduces_before_attention` methods: the attention probabilities [B, H, T', T'] the block
+        applies to the reduced tokens' values, from its probabilities attn [B, H, T, T] on the
+        incoming tokens and this layer's plan (not None)."""
+        raise NotImplementedError(f"{type(self).__name__} reduces after attention; it has no attention_after.")
 
     def undo(self, plan: Any, y: jax.Array) -> jax.Array:
         """y [B, T', C] -> [B, T, C]: each input position gets its output token's value."""

@@ -89,12 +89,17 @@ def attention_with_probabilities(q: jax.Array, k: jax.Array, v: jax.Array,
                                  bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
     """`batched_attention` that also returns its softmax probabilities: (out [B, H, Tq, D],
     probs [B, H, Tq, Tk] float32), from the same pass (for reduction methods that read them)."""
+    probs = attention_probabilities(q, k, bias)
+    return jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), probs
+
+
+def attention_probabilities(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
+    """softmax(q k^T / sqrt(D) + bias) [B, H, Tq, Tk] float32 for q: [B, H, Tq, D], k: [B, H, Tk, D]."""
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = logits * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
     if bias is not None:
         logits = logits + bias
-    probs = jax.nn.softmax(logits, axis=-1)
-    return jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), probs
+    return jax.nn.softmax(logits, axis=-1)
 
 
 def _one_head(q, k, v, bias):

@@ -7,7 +7,8 @@ is applied to a built model by `apply_tome(model, r=16, method=..., prop_attn=..
 options=...)` (only the keywords given change). `model.r`, `model.method`, `model.prop_attn`,
 `model.trace_source` and `model.options` read the settings, and assigning one is `apply_tome` with that keyword. The
 reduction is a plain attribute, static under jit, so each schedule compiles once. Each block
-reduces between attention and MLP (docs/semantics.md).
+reduces between attention and MLP (docs/semantics.md), or, for a method that
+`reduces_before_attention` (MCTF), inside attention (docs/methods.md).
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 from flax import nnx
+from flax.nnx.nn import dtypes
 
-from tome_jax.models.attention import attention_with_probabilities, dot_product_attention
+from tome_jax.models.attention import attention_probabilities, attention_with_probabilities, dot_product_attention
 from tome_jax.models.weight_rules import AdaptedStateDict, mae_pretraining_rule, timm_param_names
 from tome_jax.reduction import TokenReduction, resolve_schedule
 
@@ -75,14 +77,49 @@ class Attention(nnx.Module):
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
         metric = qkv[:, :, 1].astype(jnp.float32).mean(axis=2)  # keys averaged over heads: [B, T, D]
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # [B, H, T, D] each
-        # Proportional attention: a key that stands for s tokens counts s times.
-        bias = None if size is None else jnp.log(size)[:, None, None, :, 0].astype(q.dtype)
+        bias = self._size_bias(size, q.dtype)
         if return_probabilities:
             out, probs = attention_with_probabilities(q, k, v, bias)
         else:
             out, probs = dot_product_attention(q, k, v, bias), None
-        out = self.proj_drop(self.proj(out.transpose(0, 2, 1, 3).reshape(batch, tokens, dim)))
-        return out, metric, probs
+        return self._output(out), metric, probs
+
+    # The same attention in two halves, for a method that reduces the tokens in between (MCTF): the
+    # probabilities of the incoming tokens (q and k only), then probabilities applied to the values
+    # of the reduced tokens (v only).
+
+    def probabilities(self, x: jax.Array, size: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+        """x: [B, T, C] -> (softmax probabilities [B, H, T, T] float32, metric [B, T, C // heads])."""
+        batch, tokens, dim = x.shape
+        qk = self._qkv_columns(x, 0, 2).reshape(batch, tokens, 2, self.num_heads, dim // self.num_heads)
+        metric = qk[:, :, 1].astype(jnp.float32).mean(axis=2)
+        q, k = qk.transpose(2, 0, 3, 1, 4)
+        return attention_probabilities(q, k, self._size_bias(size, q.dtype)), metric
+
+    def attend(self, probs: jax.Array, x: jax.Array) -> jax.Array:
+        """probs [B, H, T, T] applied to the values of x [B, T, C] -> out [B, T, C]."""
+        batch, tokens, dim = x.shape
+        v = self._qkv_columns(x, 2, 3).reshape(batch, tokens, self.num_heads, dim // self.num_heads)
+        return self._output(jnp.einsum("bhqk,bkhd->bhqd", probs.astype(v.dtype), v))
+
+    def _qkv_columns(self, x: jax.Array, start: int, stop: int) -> jax.Array:
+        """`self.qkv(x)` restricted to its parts start..stop (0: q, 1: k, 2: v): [B, T, (stop - start) * C]."""
+        dim = x.shape[-1]
+        kernel = self.qkv.kernel[...][:, start * dim:stop * dim]
+        bias = None if self.qkv.bias is None else self.qkv.bias[...][start * dim:stop * dim]
+        x, kernel, bias = dtypes.promote_dtype((x, kernel, bias), dtype=self.qkv.dtype)
+        y = jnp.einsum("btc,cd->btd", x, kernel, precision=self.qkv.precision)
+        return y if bias is None else y + bias
+
+    @staticmethod
+    def _size_bias(size: jax.Array | None, dtype) -> jax.Array | None:
+        """Proportional attention: a key that stands for s tokens counts s times ([B, 1, 1, T] or None)."""
+        return None if size is None else jnp.log(size)[:, None, None, :, 0].astype(dtype)
+
+    def _output(self, out: jax.Array) -> jax.Array:
+        """Heads [B, H, T, D] -> proj -> [B, T, C]."""
+        batch, heads, tokens, head_dim = out.shape
+        return self.proj_drop(self.proj(out.transpose(0, 2, 1, 3).reshape(batch, tokens, heads * head_dim)))
 
 
 # The MLP activation: torch's erf GELU, big_vision's tanh approximation, or OpenAI CLIP's QuickGELU
@@ -119,7 +156,8 @@ class Mlp(nnx.Module):
 
 
 class Block(nnx.Module):
-    """Pre-norm transformer block; the token reduction runs between attention and MLP."""
+    """Pre-norm transformer block; the token reduction runs between attention and MLP (or, for a
+    method that `reduces_before_attention`, on the block's input tokens, inside attention)."""
 
     def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  init_values: float | None = None, drop: float = 0.0, drop_path: float = 0.0,
@@ -139,15 +177,28 @@ class Block(nnx.Module):
 
         Returns (x, size, source) with T' tokens and this layer's plan (None: nothing reduced).
         """
-        out, metric, attn = self.attn(self.norm1(x), size if reduction.prop_attn else None,
-                                      return_probabilities=reduction.needs_attention)
-        x = x + self.drop_path(out if self.ls1 is None else self.ls1(out))
-        # The reduction, in one place: the method plans from what the block has, then applies its plan.
-        plan = reduction.plan(layer, metric, key, x=x, size=size, attn=attn)
-        x, size, source = reduction.reduce(plan, x, size, source)
+        attn_size = size if reduction.prop_attn else None
+        if reduction.reduces_before_attention:
+            # MCTF: the reduction is decided on the block's input tokens with this block's attention
+            # probabilities, which, reduced, then act on the reduced tokens' values (one attention pass).
+            probs, metric = self.attn.probabilities(self.norm1(x), attn_size)
+            x, size, source, plan = self._reduce(reduction, layer, key, x, size, source, metric, probs)
+            out = self.attn.attend(reduction.attention_after(plan, probs), self.norm1(x))
+            x = x + self.drop_path(out if self.ls1 is None else self.ls1(out))
+        else:
+            out, metric, probs = self.attn(self.norm1(x), attn_size, return_probabilities=reduction.needs_attention)
+            x = x + self.drop_path(out if self.ls1 is None else self.ls1(out))
+            x, size, source, plan = self._reduce(reduction, layer, key, x, size, source, metric, probs)
         out = self.mlp(self.norm2(x))
         x = x + self.drop_path(out if self.ls2 is None else self.ls2(out))
         return x, size, source, plan
+
+    @staticmethod
+    def _reduce(reduction: TokenReduction, layer: int, key: jax.Array | None, x: jax.Array, size, source,
+                metric: jax.Array, attn: jax.Array | None):
+        """The reduction, in one place: the method plans from what the block has, then applies its plan."""
+        plan = reduction.plan(layer, metric, key, x=x, size=size, attn=attn)
+        return (*reduction.reduce(plan, x, size, source), plan)
 
 
 class EncoderOutput(NamedTuple):
