@@ -18,6 +18,7 @@ docs/*.md from those files, so a stated number is always the output of a stated 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime
 import json
 import os
@@ -26,7 +27,11 @@ import shlex
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
+
+from tome_jax.merge import MergePlan
+from tome_jax.reduction import TokenReduction
 
 
 # ----------------------------------------------------------------------------- the machine
@@ -140,3 +145,21 @@ def recipe_train_step(config, model):
     train_step = jax.jit(loop.make_train_step(setup.graphdef, setup.rest, setup.tx, setup.schedule, config,
                                               tasks.make_task(config)))
     return train_step, state, setup
+
+
+# ----------------------------------------------------------------------------- a reduction at zero cost
+
+
+@dataclasses.dataclass(frozen=True)
+class FreeTokenDrop(TokenReduction):
+    """Keeps the first T' tokens of each block (T' as the wrapped method's `tokens_after` clamps it):
+    that method's token counts with no matching and no merging. Installed through `model.reduction`,
+    it tells a method's own work apart from the cheaper blocks it buys."""
+
+    def plan(self, layer, metric, key=None, **block_inputs):
+        batch, tokens = metric.shape[:2]
+        out = self.tokens_after(layer, tokens)
+        if out == tokens:
+            return None
+        rows = jnp.broadcast_to(jnp.arange(tokens), (batch, tokens))
+        return MergePlan(rows[:, :out], rows[:, out:], jnp.zeros((batch, tokens - out), jnp.int32), tokens)

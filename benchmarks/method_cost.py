@@ -33,26 +33,11 @@ import numpy as np  # noqa: E402
 
 import tome_jax  # noqa: E402
 from tome_jax import runtime  # noqa: E402
-from tome_jax.merge import MergePlan  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
-from tome_jax.reduction import METHODS, TokenReduction  # noqa: E402
+from tome_jax.reduction import METHODS  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
-from benchmarks.common import Report, add_json_arg  # noqa: E402
-
-
-@dataclasses.dataclass(frozen=True)
-class FreeTokenDrop(TokenReduction):
-    """Keeps the first T' tokens of each block (T' from the schedule as "prune" clamps it): the
-    token counts of the method it stands in for, at zero cost. Installed through `model.reduction`."""
-
-    def plan(self, layer, metric, key=None, **block_inputs):
-        batch, tokens = metric.shape[:2]
-        out = self.tokens_after(layer, tokens)
-        if out == tokens:
-            return None
-        rows = jnp.broadcast_to(jnp.arange(tokens), (batch, tokens))
-        return MergePlan(rows[:, :out], rows[:, out:], jnp.zeros((batch, tokens - out), jnp.int32), tokens)
+from benchmarks.common import FreeTokenDrop, Report, add_json_arg  # noqa: E402
 
 
 def parse_args(argv=None):

@@ -47,10 +47,9 @@ from tome_jax.models.flops import token_counts  # noqa: E402
 from tome_jax.models.attention import (  # noqa: E402
     IMPLEMENTATIONS, attention_implementation, dot_product_attention)
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
-from tome_jax.reduction import TokenReduction  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
-from benchmarks.common import Report, add_json_arg  # noqa: E402
+from benchmarks.common import FreeTokenDrop, Report, add_json_arg  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -329,20 +328,6 @@ def _run_breakdown(model, fwd, kernels, args, images_np, dtype, report):
           "attention includes the core of the last kernel):\n")
     print(report.table("per_layer", ["layer", "T in", "T out", *columns], per_layer))
     return stats
-
-
-@dataclasses.dataclass(frozen=True)
-class FreeTokenDrop(TokenReduction):
-    """A reduction that keeps the first T - r' tokens (r' = ToMe's clamped r) with no matching and
-    no merging: the same token counts as ToMe at zero cost. Plugged in through `model.reduction`."""
-
-    def plan(self, layer, metric, key=None, **block_inputs):
-        batch, tokens = metric.shape[:2]
-        out = self.tokens_after(layer, tokens)
-        if out == tokens:
-            return None
-        rows = jnp.broadcast_to(jnp.arange(tokens), (batch, tokens))
-        return tome.MergePlan(rows[:, :out], rows[:, out:], jnp.zeros((batch, tokens - out), jnp.int32), tokens)
 
 
 def _token_drop_forward(model, r):
