@@ -40,7 +40,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 
-from tome_jax import merge as tome
+import tome_jax.merge as tome
 from tome_jax.methods.base import LayerInputs, ReductionMethod, ones_size, register_method
 
 # Their searched kept-token schedules, per block, class token included (compression_rate.json of
