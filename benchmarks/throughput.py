@@ -204,7 +204,7 @@ def _pure(module, fn):
 
 def _attention_part(block, x, size):
     """x + attn(norm1(x)), as in Block.__call__ (no LayerScale / drop path in the timed models)."""
-    out, metric = block.attn(block.norm1(x), size)
+    out, metric, _ = block.attn(block.norm1(x), size)
     return x + (out if block.ls1 is None else block.ls1(out)), metric
 
 
@@ -336,7 +336,7 @@ class FreeTokenDrop(TokenReduction):
     """A reduction that keeps the first T - r' tokens (r' = ToMe's clamped r) with no matching and
     no merging: the same token counts as ToMe at zero cost. Plugged in through `model.reduction`."""
 
-    def plan(self, layer, metric, key=None):
+    def plan(self, layer, metric, key=None, **block_inputs):
         batch, tokens = metric.shape[:2]
         out = self.tokens_after(layer, tokens)
         if out == tokens:

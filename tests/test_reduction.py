@@ -96,4 +96,4 @@ def test_bad_reduction_input_names_the_fix():
         resolve_schedule(1.5, 2, 65, TokenReduction())
     with pytest.raises(ValueError, match="PRNG key"):
         TokenReduction(method="random", r=(2,)).plan(0, jnp.ones((1, 8, 2)))
-    assert set(METHODS) == {"bipartite", "prune", "random", "kth", "none"}
+    assert set(METHODS) >= {"bipartite", "prune", "random", "kth", "none"}  # ToMe's; more in tome_jax/methods

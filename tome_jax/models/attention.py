@@ -82,12 +82,19 @@ def batched_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array 
     probabilities cast back to v's dtype), with the heads in front: with [B, T, H, D] operands
     XLA:CPU transposes around both batched matmuls, which made attention ~2x slower.
     """
+    return attention_with_probabilities(q, k, v, bias)[0]
+
+
+def attention_with_probabilities(q: jax.Array, k: jax.Array, v: jax.Array,
+                                 bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """`batched_attention` that also returns its softmax probabilities: (out [B, H, Tq, D],
+    probs [B, H, Tq, Tk] float32), from the same pass (for reduction methods that read them)."""
     logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = logits * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
     if bias is not None:
         logits = logits + bias
-    probs = jax.nn.softmax(logits, axis=-1).astype(v.dtype)
-    return jnp.einsum("bhqk,bhkd->bhqd", probs, v)
+    probs = jax.nn.softmax(logits, axis=-1)
+    return jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), probs
 
 
 def _one_head(q, k, v, bias):

@@ -3,9 +3,9 @@
 `Encoder` owns `blocks.i` (timm names) and the model's `TokenReduction`; a family subclasses it,
 adds a stem (how inputs become tokens: 2-D patches, 3-D tubelets, spectrogram patches, MAE's
 visible tokens) and a head, and calls `self.encode(tokens)`. Constructors know nothing of ToMe: it
-is applied to a built model by `apply_tome(model, r=16, method=..., prop_attn=..., trace_source=...)`
-(only the keywords given change). `model.r`, `model.method`, `model.prop_attn` and
-`model.trace_source` read the settings, and assigning one is `apply_tome` with that keyword. The
+is applied to a built model by `apply_tome(model, r=16, method=..., prop_attn=..., trace_source=...,
+options=...)` (only the keywords given change). `model.r`, `model.method`, `model.prop_attn`,
+`model.trace_source` and `model.options` read the settings, and assigning one is `apply_tome` with that keyword. The
 reduction is a plain attribute, static under jit, so each schedule compiles once. Each block
 reduces between attention and MLP (docs/semantics.md).
 """
@@ -19,8 +19,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from tome_jax import merge as tome
-from tome_jax.models.attention import dot_product_attention
+from tome_jax.models.attention import attention_with_probabilities, dot_product_attention
 from tome_jax.models.weight_rules import AdaptedStateDict, mae_pretraining_rule, timm_param_names
 from tome_jax.reduction import TokenReduction, resolve_schedule
 
@@ -63,10 +62,13 @@ class Attention(nnx.Module):
         self.proj = linear(dim, dim, rngs=rngs, dtype=dtype)
         self.proj_drop = nnx.Dropout(proj_drop, rngs=rngs)
 
-    def __call__(self, x: jax.Array, size: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+    def __call__(self, x: jax.Array, size: jax.Array | None = None, *,
+                 return_probabilities: bool = False) -> tuple[jax.Array, jax.Array, jax.Array | None]:
         """x: [B, T, C]; size: [B, T, 1] token sizes for proportional attention, or None.
 
-        Returns (out [B, T, C], metric [B, T, C // heads]).
+        Returns (out [B, T, C], metric [B, T, C // heads], probs): probs is None, or with
+        `return_probabilities` the softmax probabilities [B, H, T, T] float32 of this same pass (the
+        explicit-softmax kernel; otherwise `dot_product_attention` picks the fastest).
         """
         batch, tokens, dim = x.shape
         qkv = self.qkv(x).reshape(batch, tokens, 3, self.num_heads, dim // self.num_heads)
@@ -74,9 +76,12 @@ class Attention(nnx.Module):
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # [B, H, T, D] each
         # Proportional attention: a key that stands for s tokens counts s times.
         bias = None if size is None else jnp.log(size)[:, None, None, :, 0].astype(q.dtype)
-        out = dot_product_attention(q, k, v, bias).transpose(0, 2, 1, 3)
-        out = self.proj_drop(self.proj(out.reshape(batch, tokens, dim)))
-        return out, metric
+        if return_probabilities:
+            out, probs = attention_with_probabilities(q, k, v, bias)
+        else:
+            out, probs = dot_product_attention(q, k, v, bias), None
+        out = self.proj_drop(self.proj(out.transpose(0, 2, 1, 3).reshape(batch, tokens, dim)))
+        return out, metric, probs
 
 
 GELUS = ("exact", "tanh")  # the MLP activation: torch's erf GELU, or big_vision's tanh approximation
@@ -116,11 +121,13 @@ class Block(nnx.Module):
                  reduction: TokenReduction, layer: int, key: jax.Array | None = None):
         """x: [B, T, C]; size: [B, T, 1] or None; source: [B, T, T0] or None.
 
-        Returns (x, size, source) with T' tokens and this layer's MergePlan (None: nothing merged).
+        Returns (x, size, source) with T' tokens and this layer's plan (None: nothing reduced).
         """
-        out, metric = self.attn(self.norm1(x), size if reduction.prop_attn else None)
+        out, metric, attn = self.attn(self.norm1(x), size if reduction.prop_attn else None,
+                                      return_probabilities=reduction.needs_attention)
         x = x + self.drop_path(out if self.ls1 is None else self.ls1(out))
-        plan = reduction.plan(layer, metric, key)
+        # The reduction, in one place: the method plans from what the block has, then applies its plan.
+        plan = reduction.plan(layer, metric, key, x=x, size=size, attn=attn)
         x, size, source = reduction.reduce(plan, x, size, source)
         out = self.mlp(self.norm2(x))
         x = x + self.drop_path(out if self.ls2 is None else self.ls2(out))
@@ -163,7 +170,7 @@ class Encoder(nnx.Module):
                   approximate_gelu=gelu == "tanh")
             for i in range(depth)
         ])
-        # Keys of the "random" method; re-seeded by the train loop every step.
+        # Keys of the methods that draw at random ("random"); re-seeded by the train loop every step.
         self.reduction_rngs = nnx.Rngs(reduction=0)
         self._reduction = TokenReduction(r=(0,) * depth, protected=num_prefix_tokens)
         self._schedule = 0  # r as the user gave it (a list is kept as a tuple: static attributes are hashable)
@@ -229,6 +236,7 @@ class Encoder(nnx.Module):
         apply_tome(self, r=value)
 
     method = property(lambda self: self._reduction.method, lambda self, v: apply_tome(self, method=v))
+    options = property(lambda self: self._reduction.options, lambda self, v: apply_tome(self, options=v))
     prop_attn = property(lambda self: self._reduction.prop_attn, lambda self, v: apply_tome(self, prop_attn=v))
     trace_source = property(lambda self: self._reduction.trace_source,
                             lambda self, v: apply_tome(self, trace_source=v))
@@ -252,21 +260,19 @@ class Encoder(nnx.Module):
         """x: [B, T, C] tokens, protected prefix tokens first -> EncoderOutput."""
         reduction, plans = self._reduction, []
         for layer, block in enumerate(self.blocks):
-            key = None
-            if reduction.method == "random" and reduction.layer_r(layer) > 0:
-                key = self.reduction_rngs.reduction()
+            key = self.reduction_rngs.reduction() if reduction.needs_key(layer) else None
             x, size, source, plan = block(x, size, source, reduction, layer, key)
             plans.append(plan)
         if size is None:
             size = jnp.ones((*x.shape[:2], 1), jnp.float32)
         return EncoderOutput(x, size, source, tuple(plans))
 
-    @staticmethod
-    def unmerge(plans, y: jax.Array) -> jax.Array:
-        """Undo every merge: y [B, T', C] -> [B, T, C] (each token holds its final group's value)."""
+    def unmerge(self, plans, y: jax.Array) -> jax.Array:
+        """Undo every merge: y [B, T', C] -> [B, T, C] (each token holds its final group's value),
+        by the model's method (`plans` as `encode` returned them under the same reduction)."""
         for plan in reversed(plans):
             if plan is not None:
-                y = tome.undo_plan(plan, y)
+                y = self._reduction.undo(plan, y)
         return y
 
     # --- what the optimizer needs to know -------------------------------------------------------------
@@ -313,7 +319,7 @@ class Encoder(nnx.Module):
 
 
 def apply_tome(model: Encoder, *, method: str | None = None, r: Any = None, prop_attn: bool | None = None,
-               trace_source: bool | None = None) -> Encoder:
+               trace_source: bool | None = None, options: Any = None) -> Encoder:
     """Set token reduction on a built model (any `Encoder`); returns the model. Only the keywords
     given change (None: as it is). The keywords are `tome_jax.reduction.SETTINGS`, the fields of a
     recipe's `config.tome`.
@@ -321,12 +327,17 @@ def apply_tome(model: Encoder, *, method: str | None = None, r: Any = None, prop
     method: one of `reduction.METHODS`. r: an int for every block, (r, inflect) (the paper's linear
     schedule), a list of one int per block, or a fraction in (0, 1) of each block's unprotected
     tokens. prop_attn: proportional attention. trace_source: track which input tokens each token
-    holds (`return_info["source"]`).
+    holds (`return_info["source"]`). options: the method's own settings, a dict of the fields of its
+    options dataclass (docs/methods.md; {}: its defaults); a new method without options starts from
+    its defaults.
 
         tome_jax.apply_tome(model, r=16, method="bipartite", prop_attn=True, trace_source=False)
+        tome_jax.apply_tome(model, method="pitome", options=dict(margin=0.5))
     """
-    given = dict(method=method, r=r, prop_attn=prop_attn, trace_source=trace_source)
+    given = dict(method=method, r=r, prop_attn=prop_attn, trace_source=trace_source, options=options)
     changes = {k: v for k, v in given.items() if v is not None and k != "r"}
+    if method is not None and method != model.reduction.method and options is None:
+        changes["options"] = None  # another method: its default options
     reduction = dataclasses.replace(model.reduction, **changes)  # validates the values
     schedule = model.r if r is None else r  # a fraction resolves against the new method's token counts
     per_layer = resolve_schedule(schedule, model.depth, model.num_tokens, reduction)

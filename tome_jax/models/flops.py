@@ -16,7 +16,8 @@ def count_flops(model: Encoder, r: Any = None) -> float:
     """Forward FLOPs for one example, each block at its actual token count after reduction.
 
     Counts every matmul: the stem (`model.stem_flops()`, e.g. patch embedding), qkv, q @ k,
-    attention @ v, proj, the matching's similarity (A @ B^T over head_dim, bipartite methods), MLP
+    attention @ v, proj, the method's own matmuls where a block reduces (`ReductionMethod.extra_flops`:
+    ToMe's A @ B^T similarity over head_dim by default), MLP
     and the head (`model.head_flops()`). Norms, softmax and elementwise ops are ignored, as in the
     paper (fvcore). Works on any `Encoder` subclass, also under `nnx.eval_shape`. r=None: `model.r`.
     """
@@ -28,6 +29,6 @@ def count_flops(model: Encoder, r: Any = None) -> float:
     for t_in, t_out in zip(counts[:-1], counts[1:]):
         flops += t_in * dim * 3 * dim + 2 * t_in * t_in * dim + t_in * dim * dim  # attention
         if t_out < t_in:
-            flops += ((t_in + 1) // 2) * (t_in // 2) * head_dim  # similarity of the matching
+            flops += model.reduction.extra_flops(t_in, t_out, head_dim, dim)  # the method's own matmuls
         flops += 2 * t_out * dim * hidden  # MLP after the reduction
     return float(flops + model.head_flops())
