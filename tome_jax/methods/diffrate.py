@@ -203,7 +203,6 @@ class DiffRate(ReductionMethod):
     into their most similar important token; per-block counts from r or a given schedule."""
 
     needs_attention = True
-    one_to_one = False  # pruned tokens belong to no output token, and sizes are similarity-weighted
 
     def layer_tokens_after(self, layer: int, r: int, tokens: int, protected: int) -> int:
         return kept_counts(layer, r, tokens, protected, self.options)[1]
