@@ -235,18 +235,22 @@ def plan_program(model, r: Any, batch: int) -> tuple[Callable, tuple] | None:
     counts = reduction.token_counts(model.num_tokens, model.depth)
     dim, heads = model.embed_dim, model.blocks[0].attn.num_heads
     layers, args = [], []
-    rng = jax.random.key(0)
+    rng = np.random.default_rng(0)  # NumPy draws: no eager JAX op to compile per shape
+
+    def normal(*shape):
+        return jnp.asarray(rng.standard_normal(shape, np.float32))
+
     for layer, (t_in, t_out) in enumerate(zip(counts[:-1], counts[1:])):
         if t_out == t_in:
             continue
-        rng, *keys = jax.random.split(rng, 5)
-        attn = (jax.nn.softmax(jax.random.normal(keys[2], (batch, heads, t_in, t_in)), axis=-1)
-                if reduction.needs_attention else None)
+        attn = None
+        if reduction.needs_attention:
+            logits = rng.standard_normal((batch, heads, t_in, t_in), np.float32)
+            attn = jnp.asarray(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
         layers.append(layer)
-        args.append(dict(metric=jax.random.normal(keys[0], (batch, t_in, dim // heads)),
-                         x=jax.random.normal(keys[1], (batch, t_in, dim)),
+        args.append(dict(metric=normal(batch, t_in, dim // heads), x=normal(batch, t_in, dim),
                          size=jnp.ones((batch, t_in, 1), jnp.float32), attn=attn,
-                         key=keys[3] if reduction.needs_key(layer) else None))
+                         key=jax.random.key(layer) if reduction.needs_key(layer) else None))
     if not layers:
         return None
 

@@ -17,13 +17,13 @@ TARGET = 0.7
 def compared():
     config = tiny_config()  # 17 tokens, depth 2; random weights (accuracy is not the point here)
     model = loop.build_model(config, load_weights=False)
-    results = evaluate.compare_methods(config, model, ["bipartite", "diffrate"], [TARGET], batch_size=64, repeats=1)
+    results = evaluate.compare_methods(config, model, ["diffrate"], [TARGET], batch_size=64, repeats=1)
     return model, results
 
 
 def test_each_method_gets_the_smallest_r_meeting_the_target(compared):
     model, results = compared
-    assert list(results) == ["bipartite", "diffrate"]
+    assert list(results) == ["diffrate"]  # one method keeps this test fast; choose_r is the same for all
     base = tome_jax.count_flops(model, r=0)
     for method, rows in results.items():
         lead, row = rows  # r=0 (shared), then the chosen r
@@ -41,6 +41,8 @@ def test_each_method_gets_the_smallest_r_meeting_the_target(compared):
 
 def test_report_has_one_line_per_method_and_the_own_share(compared, tmp_path):
     _, results = compared
+    other = [{**row, "method": "bipartite", "images_per_sec": 2 * row["images_per_sec"]} for row in results["diffrate"]]
+    results = {"diffrate": results["diffrate"], "bipartite": other}  # a second line
     table = report.format_table(results)
     assert "own %" in table and "FLOPs x" in table and len(table.splitlines()) == 5
     assert "| bipartite | 0 |" in report.markdown_table(results)

@@ -145,7 +145,12 @@ def compare_methods(config: ml_collections.ConfigDict, model, methods: list[str]
     so the report plots one line per method from the same start. A row has method, target_flops,
     flops_ratio, r, the metrics, examples, gflops, tokens_out, images_per_sec, speedup,
     baseline_images_per_sec and overhead (a fraction). A target a method cannot reach is skipped,
-    with a line on stdout."""
+    with a line on stdout. The model's method, options and r are left as they were."""
+    with method_set(model):
+        return _compare_methods(config, model, methods, targets, batch_size, repeats)
+
+
+def _compare_methods(config, model, methods, targets, batch_size, repeats) -> dict[str, list[dict]]:
     setup = EvalSetup(config, model, batch_size)
     base_flops = tome_jax.count_flops(model, r=0)
     baseline = {"method": model.method, "target_flops": 1.0, "flops_ratio": 1.0, "r": 0, **setup.metrics(0),

@@ -138,6 +138,8 @@ def plot_accuracy_vs_throughput(results, title: str = ""):
     metric = headline(results)
     fig, ax = plt.subplots(figsize=(6, 4.2))
     sizes, tops, drawn = set(), [], set()
+    starts = {(row["images_per_sec"], row[metric]) for rows in models.values() for row in rows if r_label(row["r"]) == "0"}
+    shared = len(starts) == 1  # a method comparison: every line starts at the same r=0, drawn once
     for i, (label, rows) in enumerate(models.items()):
         color = f"C{i}"
         xs = [row["images_per_sec"] for row in rows]
@@ -149,13 +151,13 @@ def plot_accuracy_vs_throughput(results, title: str = ""):
                         xytext=(4, 4), fontsize=8, color=color)
         base = next((row for row in rows if r_label(row["r"]) == "0"), None)
         if base is not None and (base["images_per_sec"], base[metric]) in drawn:
-            base = None  # a method comparison: every line starts at the same r=0, drawn once
+            base = None
         if base is not None:
             drawn.add((base["images_per_sec"], base[metric]))
             one = 100.0 / base["examples"]
             sizes.add(base["examples"])
             ax.plot([base["images_per_sec"]], [base[metric]], "*", color=color, markersize=14,
-                    label=f"{label}: r=0 (baseline)" if len(models) > 1 else "r=0 (baseline)")
+                    label=f"{label}: r=0 (baseline)" if len(models) > 1 and not shared else "r=0 (baseline)")
             ax.axhspan(base[metric] - one, base[metric] + one, color=color, alpha=0.12, lw=0,
                        label=f"r=0 ± 1 example ({one:.2g} points)")
         sizes.update(row["examples"] for row in rows)
