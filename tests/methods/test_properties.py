@@ -12,7 +12,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import nnx
 
+import tome_jax
 from tome_jax.reduction import METHODS, TokenReduction
 
 BATCH, TOKENS, DIM, HEADS, PROTECTED, R = 2, 13, 8, 2, 1, 4
@@ -20,6 +22,7 @@ BATCH, TOKENS, DIM, HEADS, PROTECTED, R = 2, 13, 8, 2, 1, 4
 # method -> {property: why it does not hold}. Properties: "sizes_sum" (sizes add up to the tokens in),
 # "sources_partition" (every input token is in exactly one output token, sizes = group sizes),
 # "undo_groups" (undo gives each input token its output token's value), "batch_independent",
+# "unmerge_all_tokens" (a model's unmerge returns every input token),
 # "bf16_same_sizes" (sizes in bfloat16 equal float32's to 1e-6, else to 1e-2).
 EXCEPTIONS = {
     "prune": {"sizes_sum": "dropped tokens leave; kept tokens keep size 1",
@@ -31,6 +34,8 @@ EXCEPTIONS = {
                               "(the authors' sizes; options similarity_size=False counts tokens)",
                  "sources_partition": "pruned tokens belong to no output token",
                  "bf16_same_sizes": "sizes are weighted by the similarity of x itself, which bf16 rounds"},
+    "kth": {"unmerge_all_tokens": "the last (T - protected) mod k tokens are dropped, not merged (the paper's kth); "
+                                  "unmerge returns the tokens before them"},
     "dct": {"undo_groups": "an output token mixes every input token (its sources are the chunk it samples); "
                            "undo is the inverse resampling, not a copy per group"},
 }
@@ -162,3 +167,35 @@ def test_every_method_is_hashable_and_rejects_unknown_options():
         assert hash(reduction) == hash(dataclasses.replace(reduction))
         with pytest.raises(ValueError, match=rf"Unknown tome.options \(method '{method}'\) field\(s\) \['no_such'\]"):
             dataclasses.replace(reduction, options=dict(no_such=1))
+
+
+@pytest.fixture(scope="module")
+def abstract_model():
+    """A 4-block ViT (1 + 64 tokens) as shapes only (nnx.eval_shape: nothing runs)."""
+    return nnx.eval_shape(lambda: tome_jax.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4,
+                                                        embed_dim=16, depth=4, num_heads=2, num_classes=2))
+
+
+@pytest.mark.parametrize("method", list(METHODS))
+def test_every_method_traces_through_a_model_and_its_unmerge(abstract_model, method):
+    model = tome_jax.apply_tome(abstract_model, method=method, r=6, trace_source=True)
+    counts = model.token_counts()
+
+    def forward(m, images):
+        logits, info = m(images, return_info=True)
+        return logits, info["size"], info["source"], m.unmerge(info["plans"], info["size"])
+    logits, size, source, back = nnx.eval_shape(forward, model, jax.ShapeDtypeStruct((2, 32, 32, 3), jnp.float32))
+    assert logits.shape == (2, 2) and size.shape == (2, counts[-1], 1)
+    assert source.shape == (2, counts[-1], 65) if counts[-1] < 65 else source is None  # None: nothing reduced
+    if holds(method, "unmerge_all_tokens"):
+        assert back.shape == (2, 65, 1)  # every token back at its place
+
+
+def test_choose_r_reaches_a_flop_target_with_every_method(abstract_model):
+    model = abstract_model
+    for method in METHODS:
+        model.method = method
+        if model.token_counts(model.num_patches)[-1] == model.num_tokens:
+            continue  # reduces nothing ("none")
+        choice = tome_jax.choose_r(model, target_flops_ratio=0.6)
+        assert choice.flops_ratio <= 0.6 < tome_jax.count_flops(model, choice.r - 1) / tome_jax.count_flops(model, 0)

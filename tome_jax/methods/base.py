@@ -50,9 +50,10 @@ from tome_jax.typed_fields import typed
 class LayerInputs(NamedTuple):
     """Everything one block offers its method to plan a reduction (a pytree of arrays + statics).
 
-    layer: the block's index; depth: how many blocks the encoder has. r: its schedule entry (before any clamp). protected: prefix tokens
-    (class / distill) that are never reduced, tokens 0 (and 1). x: [B, T, C] the tokens the
-    reduction applies to (None when called through `TokenReduction.plan(layer, metric)` alone).
+    layer: the block's index; depth: how many blocks the encoder has. r: its schedule entry (before
+    any clamp). protected: prefix tokens (class / distill) that are never reduced, tokens 0 (and 1).
+    x: [B, T, C] the tokens the reduction applies to (None when called through
+    `TokenReduction.plan(layer, metric)` alone).
     metric: [B, T, C'] float32, the attention keys averaged over heads. size: [B, T, 1] token sizes
     or None (all ones). attn: [B, H, T, T] softmax probabilities (only for `needs_attention`
     methods, else None). key: a PRNG key (only for `needs_key` methods, else None). options: the
@@ -163,8 +164,9 @@ def resolve_options(name: str, options: Any) -> Any:
     if isinstance(options, kind):
         return options
     if dataclasses.is_dataclass(options):
+        fields = ", ".join(f.name for f in dataclasses.fields(kind)) or "none"
         raise ValueError(f"tome.options is a {type(options).__name__}, but method={name!r} takes "
-                         f"{kind.__name__}; pass a dict of its fields ({', '.join(f.name for f in dataclasses.fields(kind)) or 'none'}).")
+                         f"{kind.__name__}; pass a dict of its fields ({fields}).")
     return typed(kind, options, f"tome.options (method {name!r})")
 
 
