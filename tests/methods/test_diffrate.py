@@ -19,11 +19,12 @@ from tests.models.test_vit import FIXTURES, forward, load_small, rel_err
 from tome_jax.methods.diffrate import PUBLISHED, DiffRateOptions, kept_counts
 from tome_jax.reduction import TokenReduction
 
-# fixture tag -> (r, options): how the authors' schedules are spelled here (the fixture also holds
-# "r8_corrected" and "prune_only"; two compiles keep this file fast, kept_counts covers the rest)
+# fixture tag -> (r, options): how the authors' schedules are spelled here. The fixture also holds
+# "r8_corrected" (count_patches=False), "mixed" (prune_kept=(65, 58, 44, 36), merge_kept=(60, 50,
+# 40, 20)) and "prune_only"; each is one more compile, so the suite checks their helper's schedule
+# (the quirk included), and kept_counts / the block tests below cover the other counts.
 SETTINGS = {
-    "r8_helper": (8, {}),  # their r helper, quirk and all: block 0 prunes one extra token
-    "mixed": (1, dict(prune_kept=(65, 58, 44, 36), merge_kept=(60, 50, 40, 20))),  # prune + merge
+    "r8_helper": (8, {}),  # their r helper: block 0 prunes one extra token, then 8 merges per block
 }
 
 
@@ -100,17 +101,20 @@ def block(options, r=4, tokens=13):
     return (*run(x, attn), reduction, x, attn)
 
 
-def test_prunes_the_least_attended_and_merges_the_next():
-    out, size, source, plan, _, reduction, x, attn = block({})
-    # 13 tokens, r=4: block 0 keeps 12 (their count of 12 patches), then merges 4 into 8 destinations.
-    assert out.shape == (2, 8, 8) and reduction.tokens_after(0, 13) == 8
+@pytest.mark.parametrize("options, kept", [({}, (12, 8)), (dict(prune_kept=(10,), merge_kept=(7,)), (10, 7))])
+def test_prunes_the_least_attended_and_merges_the_next(options, kept):
+    out, size, source, plan, _, reduction, x, attn = block(options)
+    # 13 tokens, r=4: their count of 12 patches keeps 12, then 4 merge into 8 destinations; or as given.
+    pruned, merged = kept
+    assert out.shape == (2, merged, 8) and reduction.tokens_after(0, 13) == merged
     order = 1 + np.argsort(-np.asarray(attn)[:, :, 0, 1:].mean(1), axis=-1, kind="stable")
     source = np.asarray(source)
     for b in range(2):
-        assert source[b, :, order[b, -1]].sum() == 0  # the least attended token is pruned
-        kept_first = [0, *order[b, :7]]  # the 7 most attended (+ class token) stay, in that order
-        np.testing.assert_array_equal(source[b, np.arange(8), kept_first], 1.0)
-    assert (np.asarray(size)[:, 0] == 1).all() and np.asarray(size).sum() < 2 * 12  # similarity < 1
+        assert source[b][:, order[b, pruned - 1:]].sum() == 0  # the least attended tokens are pruned
+        assert source[b][:, order[b, :pruned - 1]].sum() == pruned - 1  # the others all kept or merged
+        kept_first = [0, *order[b, :merged - 1]]  # the most attended (+ class token) stay, in that order
+        np.testing.assert_array_equal(source[b, np.arange(merged), kept_first], 1.0)
+    assert (np.asarray(size)[:, 0] == 1).all() and np.asarray(size).sum() < 2 * pruned  # similarity < 1
 
 
 def test_plain_sizes_option_counts_tokens_and_undo_zeros_pruned():
