@@ -63,7 +63,10 @@ def main(argv):
         raise app.UsageError(f"--labels needs one distinct name per model ({len(sources)}), got {labels}.")
     batch_size = _BATCH.value or config.batch_size
     r_values = evaluate.parse_r_list(_R.value)
-    methods = evaluate.parse_methods(_METHOD.value) if _METHOD.value else None
+    try:
+        methods = evaluate.parse_methods(_METHOD.value) if _METHOD.value else None
+    except ValueError as err:
+        raise app.UsageError(str(err)) from None
     compile_timer = CompileTimer()
     title = describe_model(config.model_name, **config.model.to_dict())  # the name plus what changes it
     results = {}
