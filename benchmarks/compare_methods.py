@@ -116,8 +116,10 @@ def main(argv=None):
     else:
         results = speed_only(model, methods, targets, args.batch_size, args.repeats)
     print(report.table("methods", HEADER, rows_of(results), align="lrrrrrrrr"))
+    base = next((row["baseline_images_per_sec"] for rows in results.values() for row in rows), None)
     print(report.note("methods", f"{title}; batch {args.batch_size}, median of {args.repeats} interleaved "
-                                 "rounds; own % = the method's plans timed alone over the forward"))
+                                 f"rounds; speedup over r=0 ({base:.1f} images/s, same run); own % = the "
+                                 "method's plans timed alone over the forward"))
     report.write(args.json)
 
 
