@@ -1,9 +1,15 @@
-"""Choose ToMe's r for a target: the smallest r that meets a FLOP ratio or a measured speedup.
+"""Choose r for a target: the smallest r that meets a FLOP ratio or a measured speedup, for any
+reduction method; and what a schedule's method costs on its own (`method_overhead`).
 
     choice = tome_jax.choose_r(model, target_flops_ratio=0.5)                 # from count_flops
     choice = tome_jax.choose_r(model, target_speedup=1.5, batch_size=32)      # measured here
     choice = tome_jax.choose_r(model, target_flops_ratio=0.5, schedule="decreasing")  # (r, -1.0)
+    choice = tome_jax.choose_r(model, target_flops_ratio=0.5, method="diffrate")  # another method's r
     model.r = choice.r
+
+A method's r means what its `tokens_after` says (tokens removed per block for most, k for "kth"),
+so the search is the same for every registered method: r = 0, 1, 2, ... through the method's own
+token counts.
 
 FLOP targets are exact (`count_flops(model, r) / count_flops(model, 0)`, scanned r = 0, 1, 2, ...).
 Speed targets are measured on this machine the way the benchmarks measure: one compiled forward per
@@ -13,16 +19,20 @@ found by bisection over r (speedup grows with r; about log2(max r) + 1 compiles)
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import warnings
 from typing import Any, Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 from tqdm import tqdm
 
 from tome_jax.models.compiled import CompiledForward
+from tome_jax.models.encoder import apply_tome
 from tome_jax.models.flops import count_flops, token_counts
+from tome_jax.reduction import resolve_schedule
 from tome_jax.timing import blocking, time_interleaved
 
 SCHEDULES = {"constant": lambda r: r, "decreasing": lambda r: (r, -1.0)}
@@ -79,9 +89,23 @@ def smallest_meeting(values: Sequence, meets: Callable[[Any], bool]) -> int | No
     return hi
 
 
+@contextlib.contextmanager
+def method_set(model, method: str | None = None, options: Any = None):
+    """Within the block, `model` reduces with `method` (its `options`; None: its defaults); its
+    method, options and r are put back after. method=None changes nothing."""
+    saved = (model.method, model.options, model.r)
+    if method is not None:
+        apply_tome(model, method=method, options=options)
+    try:
+        yield model
+    finally:
+        apply_tome(model, method=saved[0], options=saved[1], r=saved[2])
+
+
 def choose_r(model, *, target_flops_ratio: float | None = None, target_speedup: float | None = None,
              schedule: str = "constant", batch_size: int = 32, repeats: int = 5,
-             inputs: tuple | None = None, forward: CompiledForward | None = None) -> Choice:
+             inputs: tuple | None = None, forward: CompiledForward | None = None,
+             method: str | None = None, options: Any = None) -> Choice:
     """The smallest r (schedule="constant") or `(r, -1.0)` (schedule="decreasing") that meets one target.
 
     target_flops_ratio: FLOPs at r over FLOPs at r=0 must be <= this (e.g. 0.5 halves the FLOPs).
@@ -89,8 +113,14 @@ def choose_r(model, *, target_flops_ratio: float | None = None, target_speedup: 
     `example_inputs` (images, clips, spectrograms; MAE adds its key), or on `inputs` (the positional
     arguments of `model(*inputs)`, batch first), median of `repeats` interleaved rounds. Warns when a
     measured r > 0 is slower than r=0. Raises ValueError, naming the best reachable value, when no r
-    meets the target. `model.r` and `model.trace_source` are left as they were.
+    meets the target. method / options: search the r of that registered method (None: the model's
+    own). `model.r`, `model.method`, its options and `model.trace_source` are left as they were.
     """
+    with method_set(model, method, options):
+        return _choose_r(model, target_flops_ratio, target_speedup, schedule, batch_size, repeats, inputs, forward)
+
+
+def _choose_r(model, target_flops_ratio, target_speedup, schedule, batch_size, repeats, inputs, forward) -> Choice:
     if (target_flops_ratio is None) == (target_speedup is None):
         raise ValueError("pass exactly one of target_flops_ratio=... or target_speedup=....")
     values = candidates(model, schedule)
@@ -187,3 +217,82 @@ def parse_target(text: str) -> dict:
         return {names[key.strip()]: float(value)}
     except (KeyError, ValueError):
         raise ValueError(f"expected 'flops=RATIO' or 'speedup=FACTOR' (e.g. flops=0.5), got {text!r}.") from None
+
+
+# ----------------------------------------------------------------------------- a method's own cost
+
+
+def plan_program(model, r: Any, batch: int) -> tuple[Callable, tuple] | None:
+    """(jitted fn, its arguments): every plan the model's method makes in one forward at schedule r,
+    alone, on random inputs shaped as that forward's (per reducing block: x [B, T, C], metric
+    [B, T, C // heads], size [B, T, 1], the attention probabilities [B, H, T, T] for a method that
+    needs them, a key for one that draws). None when no block reduces.
+
+    Timed next to the forward, it is the method's own work (matching, scores, sorting), which the
+    forward's time includes; not the gather / scatter that applies the plan."""
+    reduction = model.reduction
+    reduction = dataclasses.replace(reduction, r=resolve_schedule(r, model.depth, model.num_tokens, reduction))
+    counts = reduction.token_counts(model.num_tokens, model.depth)
+    dim, heads = model.embed_dim, model.blocks[0].attn.num_heads
+    layers, args = [], []
+    rng = np.random.default_rng(0)  # NumPy draws: no eager JAX op to compile per shape
+
+    def normal(*shape):
+        return jnp.asarray(rng.standard_normal(shape, np.float32))
+
+    for layer, (t_in, t_out) in enumerate(zip(counts[:-1], counts[1:])):
+        if t_out == t_in:
+            continue
+        attn = None
+        if reduction.needs_attention:
+            logits = rng.standard_normal((batch, heads, t_in, t_in), np.float32)
+            attn = jnp.asarray(np.exp(logits) / np.exp(logits).sum(-1, keepdims=True))
+        layers.append(layer)
+        args.append(dict(metric=normal(batch, t_in, dim // heads), x=normal(batch, t_in, dim),
+                         size=jnp.ones((batch, t_in, 1), jnp.float32), attn=attn,
+                         key=jax.random.key(layer) if reduction.needs_key(layer) else None))
+    if not layers:
+        return None
+
+    @jax.jit
+    def plans(args):
+        return [reduction.plan(layer, a["metric"], a["key"], x=a["x"], size=a["size"], attn=a["attn"])
+                for layer, a in zip(layers, args)]
+
+    return plans, (args,)
+
+
+def method_overhead(model, points: Sequence[tuple[str, Any]], inputs: tuple, *, repeats: int = 5,
+                    forward: CompiledForward | None = None) -> dict[tuple[str, Any], dict]:
+    """Images/s of the forward and the share of it spent in the method's own work, per (method, r)
+    in `points`, all timed interleaved in one run (with r=0 of the model's own method, the
+    baseline) on `inputs` (positional arguments of `model(*inputs)`, the batch on axis 0).
+
+    Returns {(method, r): {"images_per_sec", "speedup" (over r=0), "baseline_images_per_sec",
+    "overhead" (the method's plans timed alone / the forward at that point; 0 where nothing is
+    reduced)}}. The model's method, r and trace_source are left as they were."""
+    batch = int(jnp.shape(inputs[0])[0])
+    forward = forward or CompiledForward(model)
+    saved_trace = model.trace_source
+    model.trace_source = False
+    candidates, plans = {}, {}
+    try:
+        candidates["base"] = blocking(*forward.compiled(0), *inputs)
+        for method, r in points:
+            with method_set(model, method):
+                candidates[f"forward {method} {r}"] = blocking(*forward.compiled(r), *inputs)
+                program = plan_program(model, r, batch)
+            if program is not None:
+                plans[(method, r)] = f"plans {method} {r}"
+                candidates[plans[(method, r)]] = blocking(program[0], *program[1])
+    finally:
+        model.trace_source = saved_trace
+    stats = time_interleaved(candidates, repeats=repeats, warmup=1, min_time=0.05)
+    base = batch / stats["base"].median
+    out = {}
+    for method, r in points:
+        seconds = stats[f"forward {method} {r}"].median
+        own = stats[plans[(method, r)]].median if (method, r) in plans else 0.0
+        out[(method, r)] = {"images_per_sec": batch / seconds, "speedup": batch / seconds / base,
+                            "baseline_images_per_sec": base, "overhead": own / seconds}
+    return out

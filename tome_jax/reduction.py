@@ -98,7 +98,7 @@ class TokenReduction:
 
     def tokens_after(self, layer: int, tokens: int) -> int:
         """Token count after `layer` for `tokens` entering it: the method's per-layer clamp, in one place."""
-        return self.reducer.tokens_after(self.layer_r(layer), tokens, self.protected)
+        return self.reducer.layer_tokens_after(layer, self.layer_r(layer), tokens, self.protected)
 
     def token_counts(self, tokens: int, depth: int | None = None) -> list[int]:
         """Tokens entering each layer, then the final count (depth + 1 numbers)."""

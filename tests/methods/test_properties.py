@@ -24,12 +24,17 @@ BATCH, TOKENS, DIM, HEADS, PROTECTED, R = 2, 13, 8, 2, 1, 4
 # "undo_groups" (undo gives each input token its output token's value), "batch_independent",
 # "unmerge_all_tokens" (a model's unmerge returns every input token),
 # "values_reach_output" (every input token's value reaches an output token: gradients reach all of x).
+# "bf16_same_sizes" (sizes in bfloat16 equal float32's to 1e-6, else to 1e-2).
 EXCEPTIONS = {
     "prune": {"sizes_sum": "dropped tokens leave; kept tokens keep size 1",
               "sources_partition": "dropped tokens belong to no output token",
               "undo_groups": "a dropped token is restored from the token it matched, not a group it is in"},
     "random": {"batch_independent": "one key draws the whole batch's noise: an image's draw depends on "
                                     "its position in the batch (as the paper's ablation)"},
+    "diffrate": {"sizes_sum": "pruned tokens leave, and a merged source adds its size times its similarity "
+                              "(the authors' sizes; options similarity_size=False counts tokens)",
+                 "sources_partition": "pruned tokens belong to no output token",
+                 "bf16_same_sizes": "sizes are weighted by the similarity of x itself, which bf16 rounds"},
     "kth": {"unmerge_all_tokens": "the last (T - protected) mod k tokens are dropped, not merged (the paper's kth); "
                                   "unmerge returns the tokens before them"},
     "tofu": {"values_reach_output": "a pruning block (the first half of the blocks; here the only one) drops "
@@ -145,11 +150,11 @@ def test_batch_elements_are_independent(case):
 
 
 def test_bfloat16_runs_and_stays_close_to_float32(case):
-    _, _, _, res = case
+    method, _, _, res = case
     out16, size16 = res["bf16"]
     assert out16.dtype == jnp.bfloat16 and out16.shape == res["out"].shape
     close(out16, res["out"], rtol=0.05, atol=0.05)
-    close(size16, res["size"], rtol=1e-6)
+    close(size16, res["size"], rtol=1e-6 if holds(method, "bf16_same_sizes") else 1e-2)
 
 
 def test_gradients_flow_to_x(case):

@@ -97,6 +97,12 @@ class ReductionMethod:
         used by the forward, token counts, FLOPs and choose_r alike)."""
         raise NotImplementedError
 
+    def layer_tokens_after(self, layer: int, r: int, tokens: int, protected: int) -> int:
+        """`tokens_after` at block `layer`: what `TokenReduction` asks. The default ignores the
+        layer; a method whose count depends on the block (DiffRate: per-block schedules, and its
+        first block's extra prune) overrides this instead."""
+        return self.tokens_after(r, tokens, protected)
+
     def plan(self, inputs: LayerInputs) -> Any:
         """The layer's plan (a pytree), or None when nothing is reduced. Called only when
         `tokens_after` says the count changes."""

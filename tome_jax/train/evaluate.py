@@ -1,4 +1,5 @@
-"""Accuracy and throughput over a sweep of ToMe's r: the library behind `eval.py`."""
+"""Accuracy and throughput over a sweep of ToMe's r, or of several reduction methods at matched
+FLOPs (`compare_methods`): the library behind `eval.py`."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tqdm import tqdm
 import tome_jax
 from tome_jax import data as data_lib
 from tome_jax import timing
+from tome_jax.choose import choose_r, method_overhead, method_set
 from tome_jax.models.compiled import CompiledForward
 from tome_jax.train import loop, tasks
 from tome_jax.train import sharding as sharding_lib
@@ -43,6 +45,36 @@ def load_model(config: ml_collections.ConfigDict, workdir: str | None, weights: 
 BASELINE = 0  # the r that speedups are measured against
 
 
+class EvalSetup:
+    """What a sweep evaluates and times with: the task, the eval dataset (once), a timing batch,
+    the compiled eval forward and the compiled plain forward of `model`."""
+
+    def __init__(self, config: ml_collections.ConfigDict, model, batch_size: int):
+        self.task = tasks.make_task(config)
+        mesh = sharding_lib.make_mesh(1)
+        self.batch_sharding = sharding_lib.batch_sharding(mesh)
+        data_cfg = data_lib.resolve_config(config.data)  # once; passed down
+        self.dataset = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=batch_size,
+                                             train=False, seed=config.seed)
+        self.timing_images = jax.device_put(loop.normalized(next(iter(self.dataset)), data_cfg)["image"],
+                                            self.batch_sharding)
+        model.eval()
+        self.model = model
+        self.evaluator = CompiledForward(model, lambda m, batch: self.task.eval_batch(m, loop.normalized(batch, data_cfg)))
+        self.forward = CompiledForward(model)
+
+    def metrics(self, r) -> dict:
+        """The task's eval metrics at schedule r of the model's current method, with `examples`."""
+        eval_fn, params, rest = self.evaluator.compiled(r)
+        metrics = loop.evaluate(self.task, eval_fn, params, rest, self.dataset, self.batch_sharding)
+        return {**{k: v for k, v in metrics.items() if k != "count"}, "examples": metrics["count"]}
+
+    def timer(self, r):
+        """A zero-argument callable timing one forward of the timing batch at schedule r."""
+        fn, params, rest = self.forward.compiled(r)
+        return timing.blocking(fn, params, rest, self.timing_images)
+
+
 def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_size: int,
           repeats: int = 10) -> list[dict]:
     """The task's eval metrics (top-1/top-5, or mAP, ...) on the eval split, images/s and GFLOPs per r.
@@ -52,37 +84,104 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
     warm-up excluded), so load from other processes hits every r alike. `speedup` is always over
     r=0, which is timed even when `r_values` lacks it; every row carries its images/s as
     `baseline_images_per_sec`."""
-    task = tasks.make_task(config)
-    mesh = sharding_lib.make_mesh(1)
-    batch_sharding = sharding_lib.batch_sharding(mesh)
-    data_cfg = data_lib.resolve_config(config.data)  # once; passed down
-    dataset = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=batch_size,
-                                    train=False, seed=config.seed)
-    timing_images = jax.device_put(loop.normalized(next(iter(dataset)), data_cfg)["image"], batch_sharding)
-    model.eval()
-    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, loop.normalized(batch, data_cfg)))
-    forward = CompiledForward(model)
+    setup = EvalSetup(config, model, batch_size)
     results, candidates = [], {}
     if BASELINE not in r_values:  # speedups are over r=0 even when it is not in the sweep: time it too
-        fn, params, rest = forward.compiled(0)
-        candidates[str(BASELINE)] = timing.blocking(fn, params, rest, timing_images)
+        candidates[str(BASELINE)] = setup.timer(0)
     for r in tqdm(r_values, desc="r sweep", disable=jax.process_index() != 0):
-        eval_fn, params, rest = evaluator.compiled(r)
-        metrics = loop.evaluate(task, eval_fn, params, rest, dataset, batch_sharding)
-        fn, params, rest = forward.compiled(r)
-        candidates[str(r)] = timing.blocking(fn, params, rest, timing_images)
+        metrics = setup.metrics(r)
+        candidates[str(r)] = setup.timer(r)
         counts = model.token_counts(r)
-        results.append({"r": r, **{k: v for k, v in metrics.items() if k != "count"},
-                        "examples": metrics["count"], "gflops": tome_jax.count_flops(model, r=r) / 1e9,
+        results.append({"r": r, **metrics, "gflops": tome_jax.count_flops(model, r=r) / 1e9,
                         "tokens_out": counts[-1]})
     stats = timing.time_interleaved(candidates, repeats=repeats, warmup=1)
+    batch = setup.timing_images.shape[0]
     for row in results:
-        row["images_per_sec"] = timing_images.shape[0] / stats[str(row["r"])].median
-    base = timing_images.shape[0] / stats[str(BASELINE)].median
+        row["images_per_sec"] = batch / stats[str(row["r"])].median
+    base = batch / stats[str(BASELINE)].median
     for row in results:
         row["speedup"] = row["images_per_sec"] / base
         row["baseline_images_per_sec"] = base
     return results
+
+
+def comparable_methods() -> list[str]:
+    """Every registered method that reduces tokens ("none" left out), in registration order."""
+    from tome_jax.methods import METHODS
+
+    return [m for m in METHODS if m != "none"]
+
+
+def parse_methods(text: str) -> list[str]:
+    """"bipartite,diffrate" or "all" (every registered method but "none") -> method names; "tome"
+    is ToMe's "bipartite". Unknown names are a ValueError listing the registered ones."""
+    from tome_jax.methods import METHODS
+
+    names = comparable_methods() if text.strip() == "all" else [m.strip() for m in text.split(",") if m.strip()]
+    names = ["bipartite" if m == "tome" else m for m in names]
+    unknown = [m for m in names if m not in METHODS]
+    if unknown or not names:
+        raise ValueError(f"unknown token reduction method(s) {unknown or text!r}; registered: "
+                         f"{', '.join(METHODS)} (or 'all', or 'tome' for bipartite).")
+    return list(dict.fromkeys(names))
+
+
+def flops_targets(model, r_values: list, method: str = "bipartite") -> list[float]:
+    """The FLOP ratios (to r=0) of `method` at each r > 0 of `r_values`: the comparison's targets
+    when none are given (e.g. ToMe's r=12 on the main job is 0.46)."""
+    with method_set(model, method):
+        base = tome_jax.count_flops(model, r=0)
+        return [tome_jax.count_flops(model, r=r) / base for r in r_values if r != 0]
+
+
+def compare_methods(config: ml_collections.ConfigDict, model, methods: list[str], targets: list[float], *,
+                    batch_size: int, repeats: int = 10) -> dict[str, list[dict]]:
+    """Methods side by side at matched FLOPs: for each method and each target FLOP ratio, the smallest
+    r that meets it (`choose_r(..., method=)`), the task's eval metrics, GFLOPs, tokens, images/s
+    and the share of the forward spent in the method's own work (its plans timed alone,
+    `choose.method_overhead`). All forwards and plans are timed interleaved in one run, with r=0.
+
+    Returns {method: rows}, each method's rows led by r=0 (shared: the model without reduction),
+    so the report plots one line per method from the same start. A row has method, target_flops,
+    flops_ratio, r, the metrics, examples, gflops, tokens_out, images_per_sec, speedup,
+    baseline_images_per_sec and overhead (a fraction). A target a method cannot reach is skipped,
+    with a line on stdout. The model's method, options and r are left as they were."""
+    with method_set(model):
+        return _compare_methods(config, model, methods, targets, batch_size, repeats)
+
+
+def _compare_methods(config, model, methods, targets, batch_size, repeats) -> dict[str, list[dict]]:
+    setup = EvalSetup(config, model, batch_size)
+    base_flops = tome_jax.count_flops(model, r=0)
+    baseline = {"method": model.method, "target_flops": 1.0, "flops_ratio": 1.0, "r": 0, **setup.metrics(0),
+                "gflops": base_flops / 1e9, "tokens_out": model.token_counts(0)[-1], "overhead": 0.0}
+    rows, points = {}, []
+    for method in tqdm(methods, desc="methods", disable=jax.process_index() != 0):
+        rows[method] = []
+        for target in targets:
+            try:
+                choice = choose_r(model, target_flops_ratio=target, method=method)
+            except ValueError as err:
+                print(f"{method}: target FLOP ratio {target:.3f} skipped: {err}")
+                continue
+            if any(row["r"] == choice.r for row in rows[method]):
+                continue
+            with method_set(model, method):
+                rows[method].append({"method": method, "target_flops": target, "flops_ratio": choice.flops_ratio,
+                                     "r": choice.r, **setup.metrics(choice.r),
+                                     "gflops": tome_jax.count_flops(model, r=choice.r) / 1e9,
+                                     "tokens_out": model.token_counts(choice.r)[-1]})
+            points.append((method, choice.r))
+    timed = method_overhead(model, points, (setup.timing_images,), repeats=repeats, forward=setup.forward)
+    base_speed = next(iter(timed.values()))["baseline_images_per_sec"] if timed else None
+    out = {}
+    for method, method_rows in rows.items():
+        for row in method_rows:
+            row.update(timed[(method, row["r"])])
+        if base_speed is not None:
+            lead = {**baseline, "images_per_sec": base_speed, "speedup": 1.0, "baseline_images_per_sec": base_speed}
+            out[method] = [lead] + method_rows
+    return out
 
 
 def parse_r_list(text: str) -> list:

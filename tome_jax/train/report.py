@@ -4,7 +4,9 @@
 {model label: rows}: every file then holds one row per model and r, and the plot one line per model.
 A row has r, top1, top5 (%), examples (test-set size), images_per_sec, speedup (over r=0),
 gflops, tokens_out and baseline_images_per_sec (r=0's, timed in the same sweep even when r=0 is not
-one of its rows; the tables then say so under them).
+one of its rows; the tables then say so under them). Rows of a method comparison
+(`evaluate.compare_methods`) also carry flops_ratio and overhead (the method's own share of the
+forward), shown as the "FLOPs x" and "own %" columns.
 """
 
 from __future__ import annotations
@@ -74,6 +76,12 @@ def baseline_note(results) -> str | None:
     return f"speedup: over r=0 ({values} images/s), timed as the baseline though not in --r"
 
 
+def _method_columns(results) -> bool:
+    """Whether the rows are a method comparison's (flops_ratio and overhead in every row)."""
+    rows = [row for rows in by_model(results).values() for row in rows]
+    return bool(rows) and all("overhead" in row and "flops_ratio" in row for row in rows)
+
+
 def format_table(results) -> str:
     """Plain-text table; a model column when there are several models. GFLOPs with 4 significant
     digits, so small models' schedules stay distinguishable."""
@@ -83,13 +91,16 @@ def format_table(results) -> str:
     width = max([len(m) for m in models] + [5]) if several else 0
     head = f"{'model':<{width}} " if several else ""
     lines = [head + f"{'r':>10} " + "".join(f"{k + (' %' if k != 'loss' else ''):>8} " for k in keys)
-             + f"{'images/s':>10} {'speedup':>8} {'GFLOPs':>9} {'tokens':>7}"]
+             + f"{'images/s':>10} {'speedup':>8} {'GFLOPs':>9} {'tokens':>7}"
+             + (f" {'FLOPs x':>8} {'own %':>6}" if _method_columns(results) else "")]
     for label, rows in models.items():
         for row in rows:
             lead = f"{label:<{width}} " if several else ""
             lines.append(lead + f"{r_label(row['r']):>10} " + "".join(f"{row[k]:8.2f} " for k in keys)
                          + f"{row['images_per_sec']:10.1f} {row['speedup']:7.2f}x {row['gflops']:9.4g} "
-                         f"{row['tokens_out']:7d}")
+                         f"{row['tokens_out']:7d}"
+                         + (f" {row['flops_ratio']:8.3f} {100 * row['overhead']:6.2f}"
+                            if _method_columns(results) else ""))
     note = baseline_note(results)
     return "\n".join(lines + ([note] if note else []))
 
@@ -97,13 +108,15 @@ def format_table(results) -> str:
 def markdown_table(results) -> str:
     """GitHub Markdown table, one row per model and r."""
     keys = metric_keys(results)
+    methods = _method_columns(results)
     lines = ["| model | r | " + " | ".join(k + (" %" if k != "loss" else "") for k in keys)
-             + " | examples | images/s | speedup | GFLOPs | tokens |",
-             "|---|---:|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|"]
+             + " | examples | images/s | speedup | GFLOPs | tokens |" + (" FLOPs x | own % |" if methods else ""),
+             "|---|---:|" + "---:|" * len(keys) + "---:|---:|---:|---:|---:|" + ("---:|---:|" if methods else "")]
     for row in _flat_rows(results):
         lines.append(f"| {row['model']} | {row['r']} | " + " | ".join(f"{row[k]:.2f}" for k in keys)
                      + f" | {row['examples']} | {row['images_per_sec']:.1f} | {row['speedup']:.2f}x | "
-                     f"{row['gflops']:.4g} | {row['tokens_out']} |")
+                     f"{row['gflops']:.4g} | {row['tokens_out']} |"
+                     + (f" {row['flops_ratio']:.3f} | {100 * row['overhead']:.2f} |" if methods else ""))
     note = baseline_note(results)
     return "\n".join(lines + ([f"\n{note}."] if note else [])) + "\n"
 
@@ -124,7 +137,9 @@ def plot_accuracy_vs_throughput(results, title: str = ""):
     models = by_model(results, title or "model")
     metric = headline(results)
     fig, ax = plt.subplots(figsize=(6, 4.2))
-    sizes, tops = set(), []
+    sizes, tops, drawn = set(), [], set()
+    starts = {(row["images_per_sec"], row[metric]) for rows in models.values() for row in rows if r_label(row["r"]) == "0"}
+    shared = len(starts) == 1  # a method comparison: every line starts at the same r=0, drawn once
     for i, (label, rows) in enumerate(models.items()):
         color = f"C{i}"
         xs = [row["images_per_sec"] for row in rows]
@@ -135,11 +150,14 @@ def plot_accuracy_vs_throughput(results, title: str = ""):
             ax.annotate(f"r={r_label(row['r'])}", (row["images_per_sec"], row[metric]), textcoords="offset points",
                         xytext=(4, 4), fontsize=8, color=color)
         base = next((row for row in rows if r_label(row["r"]) == "0"), None)
+        if base is not None and (base["images_per_sec"], base[metric]) in drawn:
+            base = None
         if base is not None:
+            drawn.add((base["images_per_sec"], base[metric]))
             one = 100.0 / base["examples"]
             sizes.add(base["examples"])
             ax.plot([base["images_per_sec"]], [base[metric]], "*", color=color, markersize=14,
-                    label=f"{label}: r=0 (baseline)" if len(models) > 1 else "r=0 (baseline)")
+                    label=f"{label}: r=0 (baseline)" if len(models) > 1 and not shared else "r=0 (baseline)")
             ax.axhspan(base[metric] - one, base[metric] + one, color=color, alpha=0.12, lw=0,
                        label=f"r=0 ± 1 example ({one:.2g} points)")
         sizes.update(row["examples"] for row in rows)
