@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from tome_jax import merge as tome
+from tome_jax.models import matmul
 from tome_jax.models.attention import dot_product_attention
 from tome_jax.models.weight_rules import AdaptedStateDict, mae_pretraining_rule, timm_param_names
 from tome_jax.reduction import TokenReduction, resolve_schedule
@@ -28,7 +29,8 @@ trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
 
 
 def linear(din: int, dout: int, *, rngs: nnx.Rngs, dtype, use_bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=trunc_normal, dtype=dtype, rngs=rngs)
+    """A dense layer multiplying under the default matmul policy (models/matmul.py)."""
+    return matmul.linear(din, dout, use_bias=use_bias, kernel_init=trunc_normal, dtype=dtype, rngs=rngs)
 
 
 def layer_norm(dim: int, *, rngs: nnx.Rngs, dtype) -> nnx.LayerNorm:
@@ -74,7 +76,8 @@ class Attention(nnx.Module):
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # [B, H, T, D] each
         # Proportional attention: a key that stands for s tokens counts s times.
         bias = None if size is None else jnp.log(size)[:, None, None, :, 0].astype(q.dtype)
-        out = dot_product_attention(q, k, v, bias).transpose(0, 2, 1, 3)
+        policy = matmul.policy_of(self.qkv.dot_general)  # attention multiplies as its qkv layer
+        out = dot_product_attention(q, k, v, bias, matmul=policy).transpose(0, 2, 1, 3)
         out = self.proj_drop(self.proj(out.reshape(batch, tokens, dim)))
         return out, metric
 
@@ -180,6 +183,15 @@ class Encoder(nnx.Module):
             raise ValueError(f"gelu must be one of {GELUS}, got {value!r}.")
         for block in self.blocks:
             block.mlp.approximate = value == "tanh"
+
+    @property
+    def matmul(self) -> str:
+        """How 16-bit matmuls run (`matmul.POLICIES`); assigning it sets every dense layer's."""
+        return matmul.policy_of(self.blocks[0].attn.qkv.dot_general)
+
+    @matmul.setter
+    def matmul(self, value: str):
+        matmul.set_matmul(self, value)
 
     # --- the weights' preprocessing ----------------------------------------------------------------
 
