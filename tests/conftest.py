@@ -1,5 +1,15 @@
-"""The runtime of every test process: XLA's scratch buffers stay in the heap, as train.py does, and a
-persistent compilation cache (tome_jax/runtime.py).
+"""The runtime of every test process: XLA's scratch buffers stay in the heap, as train.py does, XLA:CPU
+without LLVM's optimization passes, and a persistent compilation cache (tome_jax/runtime.py).
+
+XLA:CPU at `--xla_backend_optimization_level=0`: the tests compile hundreds of small programs and run
+each a few times, and LLVM's optimizations are much of a compile here (tests/models/test_vit.py and
+tests/train/test_loop.py, both settings side by side in one shared-machine run: 292 -> 209 CPU
+seconds; the golden-fixture ToMe tests 1.7x faster, a 60-step train.py run 1.25x slower, the
+1600-step video demo 38 -> 48 CPU seconds); the HLO
+passes (fusion, layout) still run, and LLVM without fast-math keeps IEEE results, so what the tests
+check is unchanged. Set in XLA_FLAGS
+before JAX starts, so train.py subprocesses inherit it; a test that sets its own XLA_FLAGS for a
+subprocess (fake devices) replaces it, and an XLA_FLAGS that already names the level is kept.
 
 The cache: most tests build the same tiny models and train steps afresh (each train_and_evaluate call
 makes new jitted functions, each train.py subprocess starts cold), so JAX's in-memory cache misses and
@@ -18,12 +28,16 @@ import tempfile
 from tome_jax import runtime
 
 _TEST_CACHE_ENV = "TOME_JAX_TEST_CACHE_DIR"
+_FAST_COMPILE = "--xla_backend_optimization_level=0"
 _made = []
 
 
 def pytest_configure(config):
     del config
     runtime.tune_allocator()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if "xla_backend_optimization_level" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE}".strip()
     directory = os.environ.get(_TEST_CACHE_ENV, "")
     if directory.strip().lower() in ("off", "0", "none"):
         return

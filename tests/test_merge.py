@@ -26,6 +26,7 @@ MARGIN = 1e-4  # decision margin (in cosine-similarity units) demanded of test i
 CM, CX = 8, 12  # metric channels differ from x channels on purpose
 ATOL = RTOL = 2e-5
 MODES = ("sum", "mean", "amax")
+pytestmark = pytest.mark.accelerator  # the NumPy reference on a GPU/TPU too (benchmarks/accelerator.sh)
 
 
 # ----------------------------------------------------------------------------

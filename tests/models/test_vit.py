@@ -51,6 +51,7 @@ def rel_err(a, b):
     return float(np.abs(np.asarray(a) - b).max() / np.abs(b).max())
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize("name", list(MODELS))
 def test_r0_matches_timm(name):
     io = fixture(name)
@@ -58,6 +59,7 @@ def test_r0_matches_timm(name):
     assert rel_err(logits, io["logits_r0"]) < 1e-4
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize("name", list(MODELS))
 def test_tome_matches_official_patch(name):
     """Logits, token sizes and sources equal the official PyTorch ToMe on the same weights.
@@ -120,6 +122,7 @@ def numpy_vit(sd, images, r, prop_attn, heads=3, patch=4):
     return x[:, 0] @ sd["head.weight"].T + sd["head.bias"], size
 
 
+@pytest.mark.accelerator
 @pytest.mark.parametrize("r", [16, (16, -1), (13, 0.5), [20, 10, 4, 0]])
 @pytest.mark.parametrize("prop_attn", [True, False])
 def test_tome_matches_numpy_restatement(r, prop_attn):

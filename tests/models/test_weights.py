@@ -51,6 +51,7 @@ def test_mae_checkpoint_wrapped_in_model_key():
     assert rel_err(forward(model, jnp.asarray(io["images"])), io["logits_r0"]) < 1e-4
 
 
+@pytest.mark.accelerator
 def test_big_vision_npz_checkpoint():
     model = tome_jax.create_model("vit_tiny_patch16_224", **SMALL)
     tome_jax.load_timm(model, os.path.join(FIXTURES, "bigvision_vit.npz"))
@@ -58,6 +59,7 @@ def test_big_vision_npz_checkpoint():
     assert rel_err(forward(model, jnp.asarray(io["images"])), io["logits"]) < 1e-4
 
 
+@pytest.mark.accelerator
 def test_torchvision_checkpoint():
     model = tome_jax.create_model("vit_tiny_patch16_224", img_size=32, patch_size=4, embed_dim=48, depth=2,
                                   num_heads=3, num_classes=10)
@@ -66,6 +68,7 @@ def test_torchvision_checkpoint():
     assert rel_err(forward(model, jnp.asarray(io["images"])), io["logits"]) < 1e-4
 
 
+@pytest.mark.accelerator
 def test_pos_embed_resampling_matches_timm():
     data = np.load(os.path.join(FIXTURES, "posembed_resample.npz"))
     for grid, key in ((12, "out_12x12"), (6, "out_6x6")):

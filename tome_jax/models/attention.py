@@ -10,7 +10,8 @@
   Same math per head, the softmax normalization applied after the second matmul.
 
 Both compute softmax(q k^T / sqrt(D) + bias) v with float32 logits and softmax (probabilities
-cast to v's dtype before the second matmul), so they agree within float32 rounding.
+cast to v's dtype before the second matmul), so they agree within float32 rounding. Both matmuls
+run under the model's matmul policy (models/matmul.py) when q, k, v are bf16.
 `attention_implementation("batched")` forces a kernel while tracing (benchmarks, tests).
 """
 
@@ -18,10 +19,13 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import math
 
 import jax
 import jax.numpy as jnp
+
+from tome_jax.models import matmul as matmul_policy
 
 IMPLEMENTATIONS = ("auto", "batched", "head_loop")
 # "auto" loops over heads from this many key tokens on (measured on XLA:CPU, benchmarks/RESULTS.md).
@@ -60,63 +64,70 @@ def choose_implementation(q_tokens: int, k_tokens: int) -> str:
 
 
 def dot_product_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, *,
-                          implementation: str | None = None) -> jax.Array:
+                          implementation: str | None = None, matmul: str = matmul_policy.DEFAULT) -> jax.Array:
     """softmax(q k^T / sqrt(D) + bias) v for q: [B, H, Tq, D], k, v: [B, H, Tk, D] -> [B, H, Tq, D].
 
     bias broadcasts to the logits [B, H, Tq, Tk] (proportional attention: log(size) of the keys,
     [B, 1, 1, Tk]). implementation: "auto" (by sequence length, `choose_implementation`),
     "batched" or "head_loop"; None: "auto" unless `attention_implementation` forces one.
+    matmul: the matmul policy of 16-bit operands (`matmul.POLICIES`).
     """
     implementation = _check(implementation or _forced.get() or "auto")
     if implementation == "auto":
         implementation = choose_implementation(q.shape[2], k.shape[2])
     if implementation == "batched":
-        return batched_attention(q, k, v, bias)
-    return head_loop_attention(q, k, v, bias)
+        return batched_attention(q, k, v, bias, matmul=matmul)
+    return head_loop_attention(q, k, v, bias, matmul=matmul)
 
 
-def batched_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None) -> jax.Array:
+def batched_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, *,
+                      matmul: str = matmul_policy.DEFAULT) -> jax.Array:
     """All heads at once: the logits are one [B, H, Tq, Tk] float32 tensor.
 
     The computation of `jax.nn.dot_product_attention`'s XLA path (float32 logits and softmax,
     probabilities cast back to v's dtype), with the heads in front: with [B, T, H, D] operands
     XLA:CPU transposes around both batched matmuls, which made attention ~2x slower.
     """
-    return attention_with_probabilities(q, k, v, bias)[0]
+    return attention_with_probabilities(q, k, v, bias, matmul=matmul)[0]
 
 
-def attention_with_probabilities(q: jax.Array, k: jax.Array, v: jax.Array,
-                                 bias: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def attention_with_probabilities(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, *,
+                                 matmul: str = matmul_policy.DEFAULT) -> tuple[jax.Array, jax.Array]:
     """`batched_attention` that also returns its softmax probabilities: (out [B, H, Tq, D],
     probs [B, H, Tq, Tk] float32), from the same pass (for reduction methods that read them)."""
-    probs = attention_probabilities(q, k, bias)
-    return jnp.einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), probs
+    probs = attention_probabilities(q, k, bias, matmul=matmul)
+    einsum = functools.partial(matmul_policy.einsum, policy=matmul)
+    return einsum("bhqk,bhkd->bhqd", probs.astype(v.dtype), v), probs
 
 
-def attention_probabilities(q: jax.Array, k: jax.Array, bias: jax.Array | None) -> jax.Array:
+def attention_probabilities(q: jax.Array, k: jax.Array, bias: jax.Array | None, *,
+                            matmul: str = matmul_policy.DEFAULT) -> jax.Array:
     """softmax(q k^T / sqrt(D) + bias) [B, H, Tq, Tk] float32 for q: [B, H, Tq, D], k: [B, H, Tk, D]."""
-    logits = jnp.einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
+    einsum = functools.partial(matmul_policy.einsum, policy=matmul)
+    logits = einsum("bhqd,bhkd->bhqk", q, k, preferred_element_type=jnp.float32)
     logits = logits * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
     if bias is not None:
         logits = logits + bias
     return jax.nn.softmax(logits, axis=-1)
 
 
-def _one_head(q, k, v, bias):
+def _one_head(q, k, v, bias, matmul):
     """q: [Tq, D], k, v: [Tk, D], bias: [Tq or 1, Tk] or None -> [Tq, D]; normalizes after p @ v."""
-    logits = jnp.einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
+    einsum = functools.partial(matmul_policy.einsum, policy=matmul)
+    logits = einsum("qd,kd->qk", q, k, preferred_element_type=jnp.float32)
     logits = logits * jnp.float32(1.0 / math.sqrt(q.shape[-1]))
     if bias is not None:
         logits = logits + bias
     # The row max only keeps exp() in range; it cancels in the quotient (no gradient through it).
     unnormalized = jnp.exp(logits - jax.lax.stop_gradient(logits.max(axis=-1, keepdims=True)))
     total = unnormalized.sum(axis=-1, keepdims=True)
-    out = jnp.einsum("qk,kd->qd", unnormalized.astype(v.dtype), v, preferred_element_type=jnp.float32)
+    out = einsum("qk,kd->qd", unnormalized.astype(v.dtype), v, preferred_element_type=jnp.float32)
     return (out / total).astype(v.dtype)
 
 
 def head_loop_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None, *,
-                        logits_budget_bytes: int = LOGITS_BUDGET_BYTES) -> jax.Array:
+                        logits_budget_bytes: int = LOGITS_BUDGET_BYTES,
+                        matmul: str = matmul_policy.DEFAULT) -> jax.Array:
     """The B x H heads in a loop, as many per step as keep one step's float32 logits within budget."""
     batch, heads, q_tokens, dim = q.shape
     k_tokens = k.shape[2]
@@ -130,6 +141,6 @@ def head_loop_attention(q: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Arra
         bias = flat(jnp.broadcast_to(bias, (batch, heads, bias.shape[2], k_tokens)))
         xs.append(bias)
     per_step = max(1, logits_budget_bytes // (4 * q_tokens * k_tokens))
-    step = (lambda a: _one_head(*a)) if bias is not None else (lambda a: _one_head(*a, None))
+    step = (lambda a: _one_head(*a, matmul)) if bias is not None else (lambda a: _one_head(*a, None, matmul))
     out = jax.lax.map(step, tuple(xs), batch_size=per_step if per_step > 1 else None)
     return out.reshape(batch, heads, q_tokens, dim)

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 from flax import nnx
 from flax.nnx.nn import dtypes
 
+from tome_jax.models import matmul
 from tome_jax.models.attention import attention_probabilities, attention_with_probabilities, dot_product_attention
 from tome_jax.models.weight_rules import AdaptedStateDict, mae_pretraining_rule, timm_param_names
 from tome_jax.reduction import TokenReduction, resolve_schedule
@@ -29,7 +30,8 @@ trunc_normal = nnx.initializers.truncated_normal(stddev=0.02)
 
 
 def linear(din: int, dout: int, *, rngs: nnx.Rngs, dtype, use_bias: bool = True) -> nnx.Linear:
-    return nnx.Linear(din, dout, use_bias=use_bias, kernel_init=trunc_normal, dtype=dtype, rngs=rngs)
+    """A dense layer multiplying under the default matmul policy (models/matmul.py)."""
+    return matmul.linear(din, dout, use_bias=use_bias, kernel_init=trunc_normal, dtype=dtype, rngs=rngs)
 
 
 def layer_norm(dim: int, *, rngs: nnx.Rngs, dtype, eps: float = 1e-6) -> nnx.LayerNorm:
@@ -79,9 +81,9 @@ class Attention(nnx.Module):
         q, k, v = qkv.transpose(2, 0, 3, 1, 4)  # [B, H, T, D] each
         bias = self._size_bias(size, q.dtype)
         if return_probabilities:
-            out, probs = attention_with_probabilities(q, k, v, bias)
+            out, probs = attention_with_probabilities(q, k, v, bias, matmul=self.matmul_policy)
         else:
-            out, probs = dot_product_attention(q, k, v, bias), None
+            out, probs = dot_product_attention(q, k, v, bias, matmul=self.matmul_policy), None
         return self._output(out), metric, probs
 
     # The same attention in two halves, for a method that reduces the tokens in between (MCTF): the
@@ -94,13 +96,13 @@ class Attention(nnx.Module):
         qk = self._qkv_columns(x, 0, 2).reshape(batch, tokens, 2, self.num_heads, dim // self.num_heads)
         metric = qk[:, :, 1].astype(jnp.float32).mean(axis=2)
         q, k = qk.transpose(2, 0, 3, 1, 4)
-        return attention_probabilities(q, k, self._size_bias(size, q.dtype)), metric
+        return attention_probabilities(q, k, self._size_bias(size, q.dtype), matmul=self.matmul_policy), metric
 
     def attend(self, probs: jax.Array, x: jax.Array) -> jax.Array:
         """probs [B, H, T, T] applied to the values of x [B, T, C] -> out [B, T, C]."""
         batch, tokens, dim = x.shape
         v = self._qkv_columns(x, 2, 3).reshape(batch, tokens, self.num_heads, dim // self.num_heads)
-        return self._output(jnp.einsum("bhqk,bkhd->bhqd", probs.astype(v.dtype), v))
+        return self._output(matmul.einsum("bhqk,bkhd->bhqd", probs.astype(v.dtype), v, policy=self.matmul_policy))
 
     def _qkv_columns(self, x: jax.Array, start: int, stop: int) -> jax.Array:
         """`self.qkv(x)` restricted to its parts start..stop (0: q, 1: k, 2: v): [B, T, (stop - start) * C]."""
@@ -108,8 +110,13 @@ class Attention(nnx.Module):
         kernel = self.qkv.kernel[...][:, start * dim:stop * dim]
         bias = None if self.qkv.bias is None else self.qkv.bias[...][start * dim:stop * dim]
         x, kernel, bias = dtypes.promote_dtype((x, kernel, bias), dtype=self.qkv.dtype)
-        y = jnp.einsum("btc,cd->btd", x, kernel, precision=self.qkv.precision)
+        y = self.qkv.dot_general(x, kernel, (((x.ndim - 1,), (0,)), ((), ())), precision=self.qkv.precision)
         return y if bias is None else y + bias
+
+    @property
+    def matmul_policy(self) -> str:
+        """Attention multiplies as its qkv layer does (`models/matmul.py`)."""
+        return matmul.policy_of(self.qkv.dot_general)
 
     @staticmethod
     def _size_bias(size: jax.Array | None, dtype) -> jax.Array | None:
@@ -259,6 +266,15 @@ class Encoder(nnx.Module):
     def mlps(self) -> list[Mlp]:
         """The MLPs whose GELU is the model's: the blocks'; a head with an MLP (MAP) adds its own."""
         return [block.mlp for block in self.blocks]
+
+    @property
+    def matmul(self) -> str:
+        """How 16-bit matmuls run (`matmul.POLICIES`); assigning it sets every dense layer's."""
+        return matmul.policy_of(self.blocks[0].attn.qkv.dot_general)
+
+    @matmul.setter
+    def matmul(self, value: str):
+        matmul.set_matmul(self, value)
 
     # --- the weights' preprocessing ----------------------------------------------------------------
 

@@ -21,6 +21,7 @@ from typing import Callable
 from flax import nnx
 
 from tome_jax.models.encoder import apply_tome
+from tome_jax.models.matmul import set_matmul
 from tome_jax.reduction import SETTINGS
 
 
@@ -141,8 +142,8 @@ def create_model(name: str, *, rngs: nnx.Rngs | None = None, **kwargs) -> nnx.Mo
 
     create_model("vit_base_patch16_224", num_classes=1000, img_size=224, global_pool="token",
                  drop_path_rate=0.0, dtype=None, r=16, method="bipartite", prop_attn=True, trace_source=False)
-    The ToMe keywords (`reduction.SETTINGS`) go to `apply_tome` once the model is built; the rest to
-    the builder. Precedence: the name's architecture and ToMe defaults < the tag's < the keywords
+    The ToMe keywords (`reduction.SETTINGS`) go to `apply_tome` once the model is built, `matmul`
+    (how bf16 matmuls run, `matmul.POLICIES`) to `set_matmul`; the rest to the builder. Precedence: the name's architecture and ToMe defaults < the tag's < the keywords
     given here (None or left out: the default survives). The model is returned in eval mode
     (dropout off); call `model.train()` before training.
     """
@@ -155,7 +156,10 @@ def create_model(name: str, *, rngs: nnx.Rngs | None = None, **kwargs) -> nnx.Mo
     pretrained_cfg["architecture"] = stem
     given = {k: config.pop(k) for k in SETTINGS if k in config}
     tome.update({k: v for k, v in given.items() if v is not None})
+    matmul = config.pop("matmul", None)
     model = entry.builder(**config, pretrained_cfg=pretrained_cfg, rngs=rngs or nnx.Rngs(0))
+    if matmul is not None:
+        set_matmul(model, matmul)
     if tome:  # a builder may return any NNX module; ToMe needs an Encoder
         apply_tome(model, **tome)
     model.eval()
