@@ -1,6 +1,6 @@
 r"""Accuracy and throughput over a sweep of ToMe's r, for one or several models.
 
-  python eval.py --config configs/vit_b_tome.py:runlocal --workdir runs/digits --r 0,4,8,10,12 --batch_size 359
+  python eval.py --config configs/vit_b_tome.py:runlocal --workdir runs/digits --r 0,8,12 --batch_size 359
   python eval.py --config configs/vit_b_tome.py --weights deit_base.safetensors --r 0,8,16,16:-1
   python eval.py --config configs/vit_b_tome.py:runlocal --workdir runs/a --workdir runs/b --labels a,b
   python eval.py --config configs/vit_b_tome.py:runlocal --workdir runs/digits --r 0,12 --choose_r flops=0.5

@@ -3,7 +3,7 @@ r"""DeiT-B-style ImageNet recipe trained with ToMe (Bolya et al., Sec. 4.2 / Dei
   python train.py --config configs/vit_b_tome.py --workdir /tmp/vit_b_tome \
       --config.data.data_dir=/path/to/tensorflow_datasets
   python train.py --config configs/vit_b_tome.py:runlocal --workdir /tmp/runlocal
-  python eval.py --config configs/vit_b_tome.py:runlocal --workdir /tmp/runlocal --r 0,4,8,10,12 --batch_size 359
+  python eval.py --config configs/vit_b_tome.py:runlocal --workdir /tmp/runlocal --r 0,8,12 --batch_size 359
 
 `runlocal` shrinks the same recipe to a small ViT on the embedded digits data (no download), and
 `r=N` sets ToMe's r: `--config configs/vit_b_tome.py:runlocal,r=0`.

@@ -37,13 +37,11 @@ def finetune_config(arg="runlocal", **overrides):
                                                          "checkpoint_every_steps": 4, **overrides})
 
 
-@pytest.mark.parametrize("storage", ["local", "bucket"])
-def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_path, request, storage):
-    """bucket: both workdirs in gs:// on the loopback storage server (tests/train/conftest.py::gcs)."""
+def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_path):
+    # Not parametrized over a bucket: a second module's storage server in the same worker met gcsfs's
+    # cached instance of the first (stopped) one and hung (issue 27 note); tests/train/test_bucket.py
+    # covers weights from a bucket workdir.
     root = tmp_path
-    if storage == "bucket":
-        request.getfixturevalue("gcs")
-        root = epath.Path(f"gs://bucket/mae/{tmp_path.name}")
     summary = train_and_evaluate(pretrain_config(), str(root / "pt"))
     assert summary["task"] == "reconstruction" and np.isfinite(summary["eval_loss"])
     assert np.isfinite(losses(root / "pt")).all()
