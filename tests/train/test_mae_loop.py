@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-from etils import epath
 
 import tome_jax
 from configs import mae_finetune_tome, mae_pretrain

@@ -69,7 +69,8 @@ def layout_of(names: Iterable[str]) -> CheckpointLayout:
         name = "big_vision"
     elif "conv_proj.weight" in bare or any(k.startswith("encoder.layers.") for k in bare):
         name = "torchvision"
-    elif bare & {"visual.conv1.weight", "conv1.weight"} or any(k.startswith("visual.trunk.") for k in bare):
+    elif ("visual.conv1.weight" in bare or {"conv1.weight", "class_embedding"} <= bare
+          or any(k.startswith("visual.trunk.") for k in bare)):  # a bare conv1 alone is any CNN's stem
         name = "open_clip"
     else:
         name = "timm"
