@@ -393,6 +393,29 @@ class Encoder(nnx.Module):
         """FLOPs of one example's head; a family with a classifier overrides this."""
         return 0.0
 
+    def forward_flops(self, r: Any = None) -> float:
+        """Forward FLOPs for one example, each block at its actual token count after reduction (one
+        multiply-add = one FLOP, `tome_jax.count_flops`); a family whose blocks differ (windowed
+        attention) overrides it.
+
+        Counts every matmul: the stem (`stem_flops()`, e.g. patch embedding), qkv, q @ k, attention @ v,
+        proj, the method's own matmuls where a block reduces (`ReductionMethod.extra_flops`: ToMe's
+        A @ B^T similarity over head_dim by default), MLP and the head (`head_flops()`, plus
+        `head_flops_per_token()` per final token). Norms, softmax and elementwise ops are ignored, as
+        in the paper (fvcore). Works under `nnx.eval_shape` too. r=None: `model.r`.
+        """
+        dim = self.embed_dim
+        hidden = self.blocks[0].mlp.fc1.out_features
+        head_dim = dim // self.blocks[0].attn.num_heads
+        counts = self.token_counts(r)
+        flops = self.stem_flops()
+        for t_in, t_out in zip(counts[:-1], counts[1:]):
+            flops += t_in * dim * 3 * dim + 2 * t_in * t_in * dim + t_in * dim * dim  # attention
+            if t_out < t_in:
+                flops += self._reduction.extra_flops(t_in, t_out, head_dim, dim)  # the method's own matmuls
+            flops += 2 * t_out * dim * hidden  # MLP after the reduction
+        return float(flops + self.head_flops() + counts[-1] * self.head_flops_per_token())
+
     def head_flops_per_token(self) -> float:
         """FLOPs of one example's head for each token it reads (a MAP head's keys, values and scores),
         counted at the final token count; 0 for heads that read a fixed number of tokens."""

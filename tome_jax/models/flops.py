@@ -7,40 +7,12 @@ from typing import Any
 from tome_jax.models.encoder import Encoder
 
 
-class OwnFlopCount:
-    """A family whose blocks do not follow the encoder's formula below (windowed attention, merge and
-    unmerge around each block) counts its own FLOPs, in the same convention: `count_flops` returns
-    `model.forward_flops(r)` for it."""
-
-    def forward_flops(self, r: Any = None) -> float:
-        """Forward FLOPs of one example at schedule r (None: `model.r`)."""
-        raise NotImplementedError(f"{type(self).__name__} must define forward_flops(r).")
-
-
 def token_counts(model: Encoder, r: Any = None) -> list[int]:
     """Tokens entering each block, then the final count: depth + 1 numbers (r=None: `model.r`)."""
     return model.token_counts(r)
 
 
 def count_flops(model: Encoder, r: Any = None) -> float:
-    """Forward FLOPs for one example, each block at its actual token count after reduction.
-
-    Counts every matmul: the stem (`model.stem_flops()`, e.g. patch embedding), qkv, q @ k,
-    attention @ v, proj, the method's own matmuls where a block reduces (`ReductionMethod.extra_flops`:
-    ToMe's A @ B^T similarity over head_dim by default), MLP and the head (`model.head_flops()`, plus
-    `model.head_flops_per_token()` per final token). Norms, softmax and elementwise ops are ignored, as
-    in the paper (fvcore). Works on any `Encoder` subclass, also under `nnx.eval_shape`. r=None: `model.r`.
-    """
-    if isinstance(model, OwnFlopCount):
-        return model.forward_flops(r)
-    dim = model.embed_dim
-    hidden = model.blocks[0].mlp.fc1.out_features
-    head_dim = dim // model.blocks[0].attn.num_heads
-    counts = token_counts(model, r)
-    flops = model.stem_flops()
-    for t_in, t_out in zip(counts[:-1], counts[1:]):
-        flops += t_in * dim * 3 * dim + 2 * t_in * t_in * dim + t_in * dim * dim  # attention
-        if t_out < t_in:
-            flops += model.reduction.extra_flops(t_in, t_out, head_dim, dim)  # the method's own matmuls
-        flops += 2 * t_out * dim * hidden  # MLP after the reduction
-    return float(flops + model.head_flops() + counts[-1] * model.head_flops_per_token())
+    """Forward FLOPs for one example at schedule r (None: `model.r`), in the paper's convention:
+    `model.forward_flops(r)` (the shared encoder's formula, or a family's own count)."""
+    return model.forward_flops(r)

@@ -34,7 +34,6 @@ from flax import nnx
 
 from tome_jax import merge
 from tome_jax.models.encoder import Encoder, layer_norm, linear, trunc_normal
-from tome_jax.models.flops import OwnFlopCount
 from tome_jax.models.registry import register_model
 from tome_jax.models.vit import IMAGENET_MEAN, IMAGENET_STD, PatchEmbed, image_size
 from tome_jax.reduction import resolve_schedule
@@ -42,7 +41,7 @@ from tome_jax.reduction import resolve_schedule
 METHODS = ("bipartite", "random", "none")  # the reduction methods this family runs
 
 
-class WindowedViT(OwnFlopCount, Encoder):
+class WindowedViT(Encoder):
     """ViTDet's windowed ViT with tomesd-style merge / unmerge in every block.
 
     images [B, H, W, C] (NHWC, normalized) -> per-pixel logits [B, H, W, num_classes]
