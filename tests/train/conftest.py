@@ -1,10 +1,10 @@
 """The storage server fixtures for the tests that run a workdir on a bucket (tests/train/storage_server.py).
 
 One server per test process (pytest session, i.e. per xdist worker), shared by every module that uses
-it: the storage clients cache their connection settings per process (etils.epath keeps one gcsfs
-filesystem per scheme, built from STORAGE_EMULATOR_HOST when first used), so a second server on another
-port in the same process would be met by the first one's cached client. Modules keep apart by writing
-under their own prefix in the bucket.
+it, each module writing under its own prefix in the bucket: every storage client in the process (gcsfs,
+which etils.epath keeps one of per process together with its connection pool, TensorStore, and
+google-cloud-storage) then talks to one endpoint for the life of the process. A server per module, started
+and stopped in turn in one worker, once hung that worker (issue 27).
 """
 
 import pytest

@@ -77,15 +77,18 @@ def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(pretrai
     assert np.isfinite(losses(ft)).all() and len(losses(ft)) == 4
 
 
-def test_finetuning_reads_the_pretraining_workdir_from_a_bucket(gcs, pretrained, finetuned):
+def test_finetuning_reads_the_pretraining_workdir_from_a_bucket(gcs, pretrained, finetuned, tmp_path):
     """The pre-training workdir copied to gs://bucket/mae/pt on the loopback storage server
-    (tests/train/conftest.py): a fine-tuning run there, initialised from it (orbax reads the checkpoint
-    from the bucket), ends with the parameters of the same run done on local disk."""
+    (tests/train/conftest.py): a fine-tuning run initialised from it (orbax reads the checkpoint from the
+    bucket; the run's own workdir is local, as writing to a bucket is test_bucket's) ends with the
+    parameters of the run initialised from the local copy."""
     for file in sorted(p for p in pretrained[0].rglob("*") if p.is_file()):
         (epath.Path("gs://bucket/mae/pt") / str(file.relative_to(pretrained[0]))).write_bytes(file.read_bytes())
-    summary = train_and_evaluate(finetune_config("runlocal,init=gs://bucket/mae/pt"), "gs://bucket/mae/ft")
+    gcs.proxy.clear()
+    summary = train_and_evaluate(finetune_config("runlocal,init=gs://bucket/mae/pt"), str(tmp_path / "ft"))
+    assert any(r.startswith("GET") and "mae/pt/checkpoints/4/state/" in r for r in gcs.proxy.requests)
     assert summary["eval_top1"] == finetuned[1]["eval_top1"]
-    assert_same_params(final_params("gs://bucket/mae/ft")[1], final_params(str(finetuned[0]))[1])
+    assert_same_params(final_params(str(tmp_path / "ft"))[1], final_params(str(finetuned[0]))[1])
 
 
 def test_bad_init_and_bad_mask_ratio_fail_at_start_and_keep_the_workdir(tmp_path):
