@@ -9,7 +9,7 @@ and stopped in turn in one worker, once hung that worker (issue 27).
 
 import pytest
 
-from tests.train.storage_server import GcsServer
+from tests.train.storage_server import GcsServer, S3Server, environ
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +28,20 @@ def gcs(gcs_server):
     with gcs_server.environment():
         yield gcs_server
     gcs_server.proxy.clear()
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on loopback, started once per test process (botocore clients, like gcsfs, are kept
+    per process by etils.epath); its bucket is "bucket". Skipped where moto or s3fs is not installed."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto.server")
+    with S3Server() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def s3(s3_server):
+    """The process's S3 server (`s3_server`) for one test module: os.environ points s3fs at it meanwhile."""
+    with environ(s3_server.env):
+        yield s3_server

@@ -63,7 +63,7 @@ def resolve(path: str | os.PathLike) -> epath.Path:
     for prefix, reason in NO_CHECKPOINTS.items():
         if os.fspath(path).startswith(prefix):
             raise WorkdirError(f"cannot use {os.fspath(path)} as a workdir: {reason}. Use a gs:// bucket or a "
-                               "local path (a run can be copied to S3 afterwards: aws s3 sync <workdir> s3://...); weights "
+                               "local path (copied to S3 after the run: aws s3 sync <workdir> s3://...); weights "
                                "(config.init.weights) can still be read from s3:// with s3fs installed.")
     return paths.resolve(path)
 
