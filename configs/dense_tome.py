@@ -21,10 +21,11 @@ def get_config(arg=None):
     config = ml_collections.ConfigDict()
     config.seed = 0
 
-    # Model: ViTDet-B (windows of 14, global blocks 2, 5, 8, 11, absolute positions), a per-pixel head.
+    # Model: ViTDet-B (windows of 14, global blocks 2, 5, 8, 11, absolute and decomposed relative positions),
+    # a per-pixel head.
     config.model_name = "vitdet_base_patch16_1024"
     config.model = ml_collections.ConfigDict(dict(num_classes=11, img_size=256, drop_path_rate=0.1,
-                                                  dtype="bfloat16"))
+                                                  use_rel_pos=True, dtype="bfloat16"))
     config.init = ml_collections.ConfigDict(dict(weights="", skip=()))
 
     # Per-pixel cross-entropy; mIoU and pixel accuracy.
@@ -55,14 +56,15 @@ def get_config(arg=None):
     if arg.runlocal:
         config.model.update(dict(img_size=32, patch_size=2, embed_dim=64, depth=4, num_heads=4, mlp_ratio=2.0,
                                  window_size=8, global_attn_indexes=(1, 3), drop_path_rate=0.0, dtype="float32"))
-        config.tome.r = 16 if arg.r < 0 else arg.r
+        # Trained without merging (tomesd merges a trained model); eval.py sweeps r.
+        config.tome.r = 0 if arg.r < 0 else arg.r
         config.data.update(dict(image_size=32, num_threads=2,
                                 options=dict(canvas=32, digits=2, scale=2, examples=0, seed=0)))
-        config.batch_size = 64
-        config.total_epochs = 30.0
-        config.warmup_epochs = 2.0
+        config.batch_size = 32
+        config.total_epochs = 10.0
+        config.warmup_epochs = 1.0
         config.optimizer.update(dict(lr=3e-3, min_lr=1e-5, weight_decay=0.05, clip_norm=1.0))
-        config.log_every_steps = 50
-        config.eval_every_steps = 300
-        config.checkpoint_every_steps = 300
+        config.log_every_steps = 45
+        config.eval_every_steps = 450
+        config.checkpoint_every_steps = 450
     return config
