@@ -84,6 +84,21 @@ def test_groups_for_visualize_and_token_counts(model):
     assert model.token_counts(100) == [4 * 4, 16, 64]  # clamped to the sources
 
 
+def test_unpatchify_head_puts_each_token_on_its_own_pixels():
+    """dense_head="unpatchify": token (i, j)'s p*p*K outputs land on pixels [i*p:(i+1)*p, j*p:(j+1)*p] in
+    row-major order (a head that outputs only its bias, the bias numbering the outputs)."""
+    model = tome_jax.create_model("vitdet_tiny_patch16_1024", **dict(KW, depth=1, global_attn_indexes=(),
+                                                                       dense_head="unpatchify"))
+    model.head.kernel[...] = jnp.zeros_like(model.head.kernel[...])
+    model.head.bias[...] = jnp.arange(2 * 2 * 5, dtype=jnp.float32)
+    out = np.asarray(_forward(model, jnp.zeros((1, 16, 16, 3)))[0])  # [1, 16, 16, 5]
+    y, x, k = np.meshgrid(np.arange(16), np.arange(16), np.arange(5), indexing="ij")
+    np.testing.assert_array_equal(out[0], ((y % 2) * 2 + x % 2) * 5 + k)
+    d = 16
+    assert tome_jax.count_flops(model, r=0) == 64 * 4 * 3 * d + 4 * (4 * 16 * d * d + 2 * 16 * 16 * d
+                                                                     + 2 * 16 * d * 32) + 64 * d * 20
+
+
 def test_flops_by_hand_and_methods(model):
     d, h = 16, 32
     embed, head = 64 * 4 * 3 * d, 64 * d * 5
@@ -156,11 +171,10 @@ def test_relative_positions_follow_the_tokens():
 
 
 def test_rel_pos_model_merges_and_counts_its_flops(sam_model):
-    """With use_rel_pos a merging model runs (r=4 in each 3x3 window merges every source; 16 of the
-    64 tokens stay in the global block) and its FLOPs add the relative terms, tokens x (h + w) x
-    embed_dim per block, at the merged counts."""
+    """With use_rel_pos a merging model runs (r=4 in each 3x3 window merges every source; 36 of the
+    64 tokens stay in the global block) and its FLOPs, by hand, add the relative terms (tokens x
+    (h + w) x embed_dim per block) at the merged counts."""
     model, _, fixture = sam_model
-    absolute = tome_jax.create_model("vitdet_tiny_patch16_1024", **SAM_KW)
     model.r = 4
     try:
         tokens = _tokens(model, jnp.asarray(fixture["images"]))
@@ -168,7 +182,12 @@ def test_rel_pos_model_merges_and_counts_its_flops(sam_model):
         assert model.token_counts() == [9 * 5, 64 - 4 * 64 // 9, 64]
     finally:
         model.r = 0
-    d = 16
-    for r, (window_tokens, global_tokens) in ((0, (9, 64)), (4, (5, 64 - 4 * 64 // 9))):
-        extra = 9 * window_tokens * (3 + 3) * d + global_tokens * (8 + 8) * d
-        assert tome_jax.count_flops(model, r=r) == tome_jax.count_flops(absolute, r=r) + extra
+    d, hidden, embed = 16, 32, 64 * 4 * 4 * 3 * 16
+
+    def block(t):  # qkv + proj, q @ k and attention @ v, MLP
+        return 4 * t * d * d + 2 * t * t * d + 2 * t * d * hidden
+    window_rel, global_rel = (3 + 3) * d, (8 + 8) * d  # per token
+    assert tome_jax.count_flops(model, r=0) == embed + 9 * (block(9) + 9 * window_rel) + block(64) + 64 * global_rel
+    matching = 9 * 8 * 1 * d + 48 * 16 * d  # sources x destinations x width: 9 windows, then the grid
+    assert tome_jax.count_flops(model, r=4) == (embed + 9 * (block(5) + 5 * window_rel) + block(36)
+                                                + 36 * global_rel + matching)

@@ -42,6 +42,9 @@ from tome_jax.models.weight_rules import AdaptedStateDict, resample_grid, timm_p
 from tome_jax.reduction import resolve_schedule
 
 METHODS = ("bipartite", "random", "none")  # the reduction methods this family runs
+# How the dense head reaches the pixels: "bilinear": one logit vector per token, upsampled bilinearly;
+# "unpatchify": each token predicts its own patch's pixels (patch_size**2 logit vectors; MAE's decoder_pred).
+DENSE_HEADS = ("bilinear", "unpatchify")
 SAM_PREFIX = "image_encoder."  # SAM checkpoints: the image encoder's keys; the rest (prompt encoder,
 SAM_NECK = "neck."  # mask decoder) and the encoder's neck are not part of this model
 
@@ -154,6 +157,7 @@ class WindowedViT(Encoder):
         global_attn_indexes: tuple[int, ...] = (2, 5, 8, 11),
         merge_stride: int = 2,
         use_rel_pos: bool = False,
+        dense_head: str = "bilinear",
         init_values: float | None = None,
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
@@ -190,7 +194,10 @@ class WindowedViT(Encoder):
                 block.attn = RelPosAttention(embed_dim, num_heads, grid, qkv_bias=qkv_bias, proj_drop=drop_rate,
                                              rngs=rngs, dtype=dtype)
         self.norm = layer_norm(embed_dim, rngs=rngs, dtype=dtype)
-        self.head = linear(embed_dim, num_classes, rngs=rngs, dtype=dtype) if num_classes else None
+        if dense_head not in DENSE_HEADS:
+            raise ValueError(f"dense_head must be one of {DENSE_HEADS}, got {dense_head!r}.")
+        self.dense_head = dense_head
+        self.head = linear(embed_dim, self.head_outputs_per_token, rngs=rngs, dtype=dtype) if num_classes else None
 
     # --- how many tokens each block merges -----------------------------------------------------------
 
@@ -314,7 +321,13 @@ class WindowedViT(Encoder):
         x, plans, source = self.forward_features(images)
         if self.head is not None:
             batch, height, width = images.shape[:3]
-            x = jax.image.resize(self.head(x), (batch, height, width, self.num_classes), "bilinear")
+            x = self.head(x)  # [B, H/p, W/p, K] or [B, H/p, W/p, p * p * K]
+            if self.dense_head == "unpatchify":
+                p, (rows, cols) = self.patch_size, self.grid_size
+                x = x.reshape(batch, rows, cols, p, p, self.num_classes).transpose(0, 1, 3, 2, 4, 5)
+                x = x.reshape(batch, height, width, self.num_classes)
+            else:
+                x = jax.image.resize(x, (batch, height, width, self.num_classes), "bilinear")
         return (x, {"plans": plans, "source": source, "size": None}) if return_info else x
 
     # --- FLOPs (one multiply-add = one FLOP) ---------------------------------------------------------
@@ -340,7 +353,12 @@ class WindowedViT(Encoder):
                 flops += groups * self.blocks[layer].attn.relative_flops(t)
             if merged:
                 flops += groups * (tokens - dst) * dst * dim
-        return float(flops + self.num_patches * dim * self.num_classes)
+        return float(flops + self.num_patches * dim * self.head_outputs_per_token)
+
+    @property
+    def head_outputs_per_token(self) -> int:
+        """The dense head's outputs per token: num_classes, times patch_size**2 when it unpatchifies."""
+        return self.num_classes * (self.patch_size**2 if self.dense_head == "unpatchify" else 1)
 
 
     # --- checkpoints: this family's rules, applied by load_timm ----------------------------------------
