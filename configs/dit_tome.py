@@ -7,7 +7,7 @@ r"""A class-conditional diffusion transformer (DiT) with tomesd-style merging, o
 The full recipe is DiT-B/2 on 32x32x4 latents (256 tokens), as DiT trains it on ImageNet latents (this
 project has no VAE: it is the shape, for the speed benchmark). `runlocal` trains a tiny DiT on the
 digits' pixels as the "latent": 16x16x1 in [-1, 1], 2-px patches -> an 8x8 grid of 64 tokens, 4
-blocks of width 96. The loss is DDPM's epsilon MSE (linear betas, 1000 steps; no learned variance),
+blocks of width 64. The loss is DDPM's epsilon MSE (linear betas, 1000 steps; no learned variance),
 labels dropped to the null class at rate 0.1 for classifier-free guidance. Trained without merging
 (tomesd merges a model trained without it); `sampling` holds what the benchmark samples with: DDIM
 steps, guidance scale, and tomesd's merge ratios (r = merge.ratio_r(64, ratio) tokens per block).
@@ -57,14 +57,14 @@ def get_config(arg=None):
 
     if arg.runlocal:
         config.model_name = "dit_s_2"
-        config.model.update(dict(input_size=16, in_channels=1, hidden_size=96, depth=4, num_heads=4))
+        config.model.update(dict(input_size=16, in_channels=1, hidden_size=64, depth=4, num_heads=4))
         config.data.update(dict(image_size=16, num_threads=2))
         config.batch_size = 64
         config.total_epochs = 0.0
-        config.total_steps = 1200
-        config.warmup_steps = 50
-        config.optimizer.update(dict(lr=2e-3, min_lr=1e-4, ema_decay=0.995))
-        config.log_every_steps = 100
-        config.eval_every_steps = 1200
-        config.checkpoint_every_steps = 1200
+        config.total_steps = 500
+        config.warmup_steps = 30
+        config.optimizer.update(dict(lr=3e-3, min_lr=1e-4, ema_decay=0.99))
+        config.log_every_steps = 50
+        config.eval_every_steps = 500
+        config.checkpoint_every_steps = 500
     return config

@@ -67,7 +67,7 @@ def ddim_sample(model, noise: jax.Array, y: jax.Array, *, sample_steps: int = 50
     guidance > 1: classifier-free guidance against `model.null_class`. The model is called as it is
     (its merging setting included); with a "random" merging method its `reduction` stream is re-seeded
     from `key` at every step (tomesd draws new destinations per call). Traceable: wrap it in `jax.jit`
-    with the model passed through `nnx.split` / `nnx.merge`, or call `sampler(model, ...)`.
+    with the model passed through `nnx.split` / `nnx.merge`, as `sampler` does.
     """
     timesteps = sample_timesteps(sample_steps, steps)
     abar = alphas_cumprod(steps)[timesteps]
@@ -100,8 +100,10 @@ def ddim_sample(model, noise: jax.Array, y: jax.Array, *, sample_steps: int = 50
 
 
 def sampler(model, *, sample_steps: int = 50, guidance: float = 1.0, clip: bool = True):
-    """A jit-compiled `ddim_sample` for this model's current settings: fn(noise, y, key) -> samples.
-    The parameters are arguments (not constants), so one compile serves any weights of this shape."""
+    """A jit-compiled `ddim_sample` for this model's current settings (its merging included) ->
+    (fn, state): fn(state, noise [B, H, W, C], y int [B], key) -> samples [B, H, W, C], with state the
+    model's variables (`nnx.split`), an argument rather than a constant, so `fn.lower(...).compile()`
+    works and one compile serves any weights of this shape."""
     graphdef, state = nnx.split(model)
 
     @jax.jit
@@ -109,4 +111,4 @@ def sampler(model, *, sample_steps: int = 50, guidance: float = 1.0, clip: bool 
         return ddim_sample(nnx.merge(graphdef, state), noise, y, sample_steps=sample_steps, guidance=guidance,
                            key=key, clip=clip)
 
-    return lambda noise, y, key: run(state, noise, y, key)
+    return run, state
