@@ -61,10 +61,11 @@ def get_config(arg=None):
         config.data.update(dict(image_size=16, num_threads=2))
         config.batch_size = 64
         config.total_epochs = 0.0
-        config.total_steps = 500
-        config.warmup_steps = 30
-        config.optimizer.update(dict(lr=3e-3, min_lr=1e-4, ema_decay=0.99))
+        config.total_steps = 1500
+        config.warmup_steps = 50
+        config.optimizer.update(dict(lr=3e-3, min_lr=1e-4, ema_decay=0.995))
+        config.sampling.update(dict(sample_steps=25, samples_per_class=36))  # 360 samples ~ the 359 test digits
         config.log_every_steps = 50
-        config.eval_every_steps = 500
+        config.eval_every_steps = 1500
         config.checkpoint_every_steps = 500
     return config

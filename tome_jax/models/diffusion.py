@@ -80,7 +80,7 @@ def ddim_sample(model, noise: jax.Array, y: jax.Array, *, sample_steps: int = 50
 
     def step(x, inputs):
         index, t, a, a_prev = inputs
-        m = nnx.merge(graphdef, state)
+        m = nnx.merge(graphdef, jax.tree.map(lambda v: v, state))  # fresh variables: merge would reuse them
         nnx.reseed(m, reduction=jax.random.fold_in(key, index))
         x_in = jnp.concatenate([x, x]) if guided else x
         eps = m(x_in, jnp.full((x_in.shape[0],), t, jnp.int32), labels)[..., :x.shape[-1]].astype(jnp.float32)
