@@ -48,7 +48,7 @@ def test_ddim_with_an_exact_denoiser_lands_on_the_data(guidance):
 
 def test_training_a_tiny_dit_on_digits_lowers_the_loss():
     """The recipe's train step (task "diffusion") on a tiny DiT and the digits at 16x16: the epsilon
-    loss starts at ~1 (adaLN-Zero: the model predicts 0) and falls well below it in 40 steps; a broken
+    loss starts at ~1 (adaLN-Zero: the model predicts 0) and falls well below it in 30 steps of 16; a broken
     noising, loss or model (e.g. the timestep not reaching the blocks) stays near 1."""
     from benchmarks.common import recipe_train_step
     from configs import dit_tome
@@ -64,10 +64,10 @@ def test_training_a_tiny_dit_on_digits_lowers_the_loss():
     model.train()
     train_step, state, _ = recipe_train_step(config, model)
     losses = []
-    for step in range(40):
-        rows = (np.arange(32) + 32 * step) % 256
-        batch = dict(image=images[rows], label=jnp.asarray(digits.labels[rows]), mask=jnp.ones(32, bool))
+    for step in range(30):
+        rows = (np.arange(16) + 16 * step) % 256
+        batch = dict(image=images[rows], label=jnp.asarray(digits.labels[rows]), mask=jnp.ones(16, bool))
         state, metrics = train_step(state, batch)
         losses.append(float(metrics["loss"]))
     assert np.mean(losses[:3]) > 0.9
-    assert np.mean(losses[-5:]) < 0.5, losses
+    assert np.mean(losses[-5:]) < 0.5, losses  # ~0.2-0.3 when it works
