@@ -12,6 +12,6 @@ from tome_jax.models.map_head import MapHead
 from tome_jax.models.windowed import WindowedViT  # registers vitdet_*_patch16_1024
 from tome_jax.models.dit import DiT  # registers dit_{s,b,l,xl}_{2,4,8}
 
-__all__ = ["Attention", "AudioTransformer", "Block", "DiT", "Encoder", "EncoderOutput", "MapHead", "MaskedAutoencoder", "Mlp",
-           "PatchEmbed", "SigLIPVisionTransformer", "VideoTransformer", "VisionTransformer", "WindowedViT",
+__all__ = ["Attention", "AudioTransformer", "Block", "DiT", "Encoder", "EncoderOutput", "MapHead", "MaskedAutoencoder",
+           "Mlp", "PatchEmbed", "SigLIPVisionTransformer", "VideoTransformer", "VisionTransformer", "WindowedViT",
            "apply_tome", "create_model", "list_models", "register_model"]

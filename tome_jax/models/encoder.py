@@ -241,9 +241,10 @@ class Encoder(nnx.Module):
                              f"CLIP), got {gelu!r}.")
         self.embed_dim, self.depth, self.num_tokens = embed_dim, depth, num_tokens
         self.blocks = nnx.List([
-            self.block_class(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
-                  drop=drop_rate, drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype,
-                  gelu=gelu, norm_eps=norm_eps)
+            self.block_class(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                             init_values=init_values, drop=drop_rate,
+                             drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype,
+                             gelu=gelu, norm_eps=norm_eps)
             for i in range(depth)
         ])
         # Keys of the methods that draw at random ("random"); re-seeded by the train loop every step.
