@@ -40,8 +40,7 @@ from tome_jax import merge
 from tome_jax.models.encoder import Block, Encoder, linear
 from tome_jax.models.registry import register_model
 from tome_jax.models.vit import PatchEmbed
-from tome_jax.models.windowed import METHODS
-from tome_jax.reduction import resolve_schedule
+from tome_jax.models.windowed import grid_merge_schedule
 
 FREQUENCY_DIM = 256  # DiT's TimestepEmbedder.frequency_embedding_size
 
@@ -209,13 +208,7 @@ class DiT(Encoder):
     # --- how many tokens each block merges -----------------------------------------------------------
 
     def _per_block_r(self, r: Any = None) -> tuple[int, ...]:
-        reduction = self.reduction
-        if reduction.method not in METHODS:
-            raise ValueError(f"{type(self).__name__} merges with tomesd's 2-D rule: method must be one of "
-                             f"{METHODS}, got {reduction.method!r}.")
-        if reduction.method == "none":
-            return (0,) * self.depth
-        return reduction.r if r is None else resolve_schedule(r, self.depth, self.num_tokens, reduction)
+        return grid_merge_schedule(self, r)
 
     @property
     def num_destinations(self) -> int:

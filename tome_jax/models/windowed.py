@@ -42,6 +42,18 @@ from tome_jax.models.weight_rules import AdaptedStateDict, resample_grid, timm_p
 from tome_jax.reduction import resolve_schedule
 
 METHODS = ("bipartite", "random", "none")  # the reduction methods this family runs
+
+
+def grid_merge_schedule(model, r: Any = None) -> tuple[int, ...]:
+    """The r of each block of a model that merges with tomesd's 2-D rule (this family, DiT):
+    `model.reduction.r`, or `r` resolved for the model; zeros for method "none"."""
+    reduction = model.reduction
+    if reduction.method not in METHODS:
+        raise ValueError(f"{type(model).__name__} merges with tomesd's 2-D rule: method must be one of "
+                         f"{METHODS}, got {reduction.method!r}.")
+    if reduction.method == "none":
+        return (0,) * model.depth
+    return reduction.r if r is None else resolve_schedule(r, model.depth, model.num_tokens, reduction)
 # How the dense head reaches the pixels: "bilinear": one logit vector per token, upsampled bilinearly;
 # "unpatchify": each token predicts its own patch's pixels (patch_size**2 logit vectors; MAE's decoder_pred).
 DENSE_HEADS = ("bilinear", "unpatchify")
@@ -210,13 +222,7 @@ class WindowedViT(Encoder):
         return -(-self.grid_size[0] // self.window_size) * -(-self.grid_size[1] // self.window_size)
 
     def _per_block_r(self, r: Any = None) -> tuple[int, ...]:
-        reduction = self.reduction
-        if reduction.method not in METHODS:
-            raise ValueError(f"{type(self).__name__} merges with tomesd's 2-D rule: method must be one of "
-                             f"{METHODS}, got {reduction.method!r}.")
-        if reduction.method == "none":
-            return (0,) * self.depth
-        return reduction.r if r is None else resolve_schedule(r, self.depth, self.num_tokens, reduction)
+        return grid_merge_schedule(self, r)
 
     def block_r(self, layer: int, r_window: int) -> int:
         """Tokens block `layer` merges away (clamped to its sources): r_window in each window of a
