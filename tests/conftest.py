@@ -54,6 +54,17 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The modules that train or start train.py processes (tests/train/, and any module with a test marked
+    slow) first, each module's tests kept together and in order: under `-n 2` the long tests then start
+    early and the many short ones fill in around them, instead of one worker finishing a long run
+    alone at the end while the other idles."""
+    del session, config
+    heavy = {item.module.__name__ for item in items
+             if item.module.__name__.startswith("tests.train.") or item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in heavy)  # stable: the order within stays
+
+
 def pytest_unconfigure(config):
     del config
     for directory in _made:
