@@ -25,6 +25,8 @@ import os
 import shutil
 import tempfile
 
+import pytest
+
 from tome_jax import runtime
 
 _TEST_CACHE_ENV = "TOME_JAX_TEST_CACHE_DIR"
@@ -52,7 +54,31 @@ def pytest_configure(config):
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """The modules that train or start train.py processes (tests/train/, and any module with a test marked
+    slow) first, each module's tests kept together and in order: under `-n 2` the long tests then start
+    early and the many short ones fill in around them, instead of one worker finishing a long run
+    alone at the end while the other idles."""
+    del session, config
+    heavy = {item.module.__name__ for item in items
+             if item.module.__name__.startswith("tests.train.") or item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in heavy)  # stable: the order within stays
+
+
 def pytest_unconfigure(config):
     del config
     for directory in _made:
         shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory):
+    """tests/train/test_loop.py's tiny_config() trained in this process, uninterrupted: 8 steps,
+    checkpoints 4 and 8. Returns (workdir, the final parameters, what train_and_evaluate returned). Shared read-only by the tests that
+    check, resume or evaluate a finished run (copy it before changing it): one training per worker."""
+    from tests.train.test_loop import final_params, tiny_config
+    from tome_jax.train import train_and_evaluate
+
+    workdir = tmp_path_factory.mktemp("finished_tiny_run")
+    summary = train_and_evaluate(tiny_config(), str(workdir))
+    return workdir, final_params(workdir)[1], summary

@@ -6,13 +6,12 @@ import os
 import pytest
 
 from tests.train.test_loop import tiny_config
-from tome_jax.train import evaluate, report, train_and_evaluate
+from tome_jax.train import evaluate, report
 
 
-def test_sweep_over_r_from_a_checkpoint(tmp_path):
-    config = tiny_config()
-    train_and_evaluate(config, str(tmp_path))
-    model, origin = evaluate.load_model(config, str(tmp_path), None)
+def test_sweep_over_r_from_a_checkpoint(finished_tiny_run, tmp_path):
+    config, run = tiny_config(), finished_tiny_run[0]
+    model, origin = evaluate.load_model(config, str(run), None)
     assert "step 8" in origin
     results = evaluate.sweep(config, model, [0, 2, (2, -1)], batch_size=64, repeats=2)
     assert [row["r"] for row in results] == [0, 2, (2, -1)]
@@ -20,7 +19,7 @@ def test_sweep_over_r_from_a_checkpoint(tmp_path):
     assert results[0]["gflops"] > results[1]["gflops"]
     assert all(row["images_per_sec"] > 0 and row["examples"] == 359 for row in results)
     # r=2, the run's own schedule, reproduces the training run's final eval.
-    summary = json.load(open(tmp_path / "summary.json"))
+    summary = json.load(open(run / "summary.json"))
     assert results[1]["top1"] == pytest.approx(summary["eval_top1"])
     paths = report.write_report(results, str(tmp_path / "report"), "tiny")
     assert all(os.path.getsize(p) > 0 for p in paths)

@@ -35,12 +35,10 @@ def steps_logged(workdir):
     return [m["step"] for m in metrics_lib.read_metrics(workdir) if "train/loss" in m]
 
 
-@pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """An uninterrupted 8-step run (checkpoints 4 and 8) and its final parameters."""
-    workdir = tmp_path_factory.mktemp("finished")
-    train_and_evaluate(tiny_config(), str(workdir))
-    return workdir, final_params(workdir)[1]
+@pytest.fixture
+def finished_run(finished_tiny_run):
+    """An uninterrupted 8-step run (checkpoints 4 and 8) and its final parameters (tests/conftest.py)."""
+    return finished_tiny_run
 
 
 def copy_run(finished_run, tmp_path):

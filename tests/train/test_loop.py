@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -67,14 +68,15 @@ def losses(workdir):
 # ----------------------------------------------------------------------------- in-process
 
 
-def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(tmp_path):
-    summary = train_and_evaluate(tiny_config(), str(tmp_path))
+def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(finished_tiny_run, tmp_path):
+    shutil.copytree(finished_tiny_run[0], tmp_path, dirs_exist_ok=True)  # the run of tiny_config() (tests/conftest.py)
+    summary = finished_tiny_run[2]
     # 8 steps of this tiny ViT stay at chance (10.0% top-1, as lr=0; 64 steps reach 19.5%): what is
     # checked here is that the summary reports the final eval that was logged.
     final_eval = [m for m in read_metrics(tmp_path) if "eval/top1" in m][-1]
     assert summary["steps"] == 8 and final_eval["step"] == 8 and summary["eval_top1"] == final_eval["eval/top1"]
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
-    assert json.load(open(tmp_path / "summary.json"))["steps"] == 8
+    assert json.load(open(tmp_path / "summary.json")) == summary
     assert json.load(open(tmp_path / "config.json"))["tome"]["r"] == 2
     assert len(losses(tmp_path)) == 8 and np.isfinite(losses(tmp_path)).all()
     logged = tensorboard_scalars(tmp_path)["train/loss"]  # TensorBoard's own reader
@@ -84,17 +86,18 @@ def test_train_and_evaluate_writes_metrics_checkpoints_and_summary(tmp_path):
     assert again["steps"] == 8 and sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
 
 
-def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
-    train_and_evaluate(tiny_config(total_steps=4), str(tmp_path))
-    with pytest.raises(FloatingPointError, match="NaN/inf.*last good checkpoint \\(step 4\\)"):
-        train_and_evaluate(tiny_config(**{"total_steps": 12, "optimizer.lr": 1e30, "warmup_steps": 1,
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(finished_tiny_run, tmp_path):
+    shutil.copytree(finished_tiny_run[0], tmp_path, dirs_exist_ok=True)  # checkpoints 4 and 8
+    with pytest.raises(FloatingPointError, match="NaN/inf.*last good checkpoint \\(step 8\\)"):
+        train_and_evaluate(tiny_config(**{"total_steps": 16, "optimizer.lr": 1e30, "warmup_steps": 1,
                                         "allow_config_change": True}),
                            str(tmp_path))
-    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4"]
+    assert sorted(os.listdir(tmp_path / "checkpoints")) == ["4", "8"]
 
 
-def test_checkpoint_of_another_model_is_refused_before_any_compute(tmp_path):
-    train_and_evaluate(tiny_config(total_steps=4), str(tmp_path))
+def test_checkpoint_of_another_model_is_refused_before_any_compute(finished_tiny_run, tmp_path):
+    shutil.copytree(finished_tiny_run[0], tmp_path, dirs_exist_ok=True)
+    (tmp_path / "summary.json").unlink()  # an unfinished run: the restart reads its checkpoint
     before = sorted(os.listdir(tmp_path / "checkpoints")), os.path.getsize(tmp_path / "metrics.jsonl")
     with pytest.raises(CheckpointMismatchError, match="different model"):
         train_and_evaluate(tiny_config(**{"model.embed_dim": 64}), str(tmp_path))
@@ -141,12 +144,22 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     assert "train" in out
 
 
-def test_four_devices_match_one_device(tmp_path):
-    steps = ["--config.total_steps=6", "--config.checkpoint_every_steps=100"]
-    run_train(tmp_path / "one", *steps)
-    run_train(tmp_path / "four", *steps, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+# The multi-device and multi-process runs each compare their loss curve with this one-process, one-device run.
+REFERENCE_STEPS = ["--config.total_steps=6", "--config.checkpoint_every_steps=100"]
+
+
+@pytest.fixture(scope="module")
+def one_device_losses(tmp_path_factory):
+    """The losses of train.py's REFERENCE_STEPS steps in one process on one device: [6]."""
+    workdir = tmp_path_factory.mktemp("one_device")
+    run_train(workdir, *REFERENCE_STEPS)
+    return losses(workdir)
+
+
+def test_four_devices_match_one_device(tmp_path, one_device_losses):
+    run_train(tmp_path / "four", *REFERENCE_STEPS, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
     assert json.load(open(tmp_path / "four" / "summary.json"))["devices"] == 4
-    np.testing.assert_allclose(losses(tmp_path / "four"), losses(tmp_path / "one"), rtol=1e-4)
+    np.testing.assert_allclose(losses(tmp_path / "four"), one_device_losses, rtol=1e-4)
 
 
 def test_bad_batch_size_for_devices_is_a_clear_error(tmp_path):
@@ -169,15 +182,13 @@ def _free_port():
         return s.getsockname()[1]
 
 
-def test_two_processes_with_jax_distributed(tmp_path):
+def test_two_processes_with_jax_distributed(tmp_path, one_device_losses):
     """Two local processes (gloo CPU collectives) split the global batch; the loss curve equals one process's."""
-    steps = ["--config.total_steps=4", "--config.checkpoint_every_steps=100"]
-    run_train(tmp_path / "single", *steps)
     port = _free_port()
-    procs = [run_train(tmp_path / "multi", *steps, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
+    procs = [run_train(tmp_path / "multi", *REFERENCE_STEPS, "--distributed", f"--coordinator_address=127.0.0.1:{port}",
                        "--num_processes=2", f"--process_id={i}", wait=False) for i in range(2)]
     outs = [p.communicate(timeout=300)[0] for p in procs]
     assert all(p.returncode == 0 for p in procs), outs[0][-2000:] + outs[1][-2000:]
     summary = json.load(open(tmp_path / "multi" / "summary.json"))
     assert summary["processes"] == 2 and summary["devices"] == 2
-    np.testing.assert_allclose(losses(tmp_path / "multi"), losses(tmp_path / "single"), rtol=1e-4)
+    np.testing.assert_allclose(losses(tmp_path / "multi"), one_device_losses, rtol=1e-4)
