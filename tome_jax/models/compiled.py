@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import collections
 import os
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Sequence
 
 import jax
@@ -26,6 +26,16 @@ from flax import nnx
 
 def _call(model, *args):
     return model(*args)
+
+
+def compile_in_background(lowered) -> Future:
+    """Start XLA compiling `lowered` (a `jax.jit(f).lower(...)`) in a thread; later calls of the jitted
+    function with arguments like the lowered ones reuse the executable (JAX's in-memory cache). XLA
+    releases the GIL, so the caller can trace and compile another program meanwhile."""
+    pool = ThreadPoolExecutor(1)
+    future = pool.submit(lowered.compile)
+    pool.shutdown(wait=False)
+    return future
 
 
 class CompiledForward:
