@@ -1,10 +1,10 @@
 """The dense demo's merged groups and predictions, drawn with `tome_jax.visualize` (docs/dense.md figure).
 
     python benchmarks/dense_groups.py --config configs/dense_tome.py:runlocal --workdir runs/dense \
-        --r 16,32,48 --out docs/img/dense_groups.png
+        --r 4,8,12 --out docs/img/dense_groups.png
 
 For a few held-out canvases of the recipe's data: the canvas, its mask, then per r the groups of the
-first block (windowed: 8x8 windows, the groups never cross a window's border) and of the last block
+first block (windowed: the groups never cross a window's border) and of the last block
 (global), each filled with its mean colour, and the predicted mask at that r. Destinations are fixed
 (top left of each 2x2 cell) so the picture is the eval's.
 """
@@ -42,7 +42,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", default="configs/dense_tome.py:runlocal")
     p.add_argument("--workdir", required=True)
-    p.add_argument("--r", default="16,32,48")
+    p.add_argument("--r", default="4,8,12")
     p.add_argument("--examples", default="0,1,2", help="ids of test canvases")
     p.add_argument("--out", default="docs/img/dense_groups.png")
     args = p.parse_args(argv)

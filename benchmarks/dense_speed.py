@@ -2,13 +2,15 @@
 the tokens of attention and MLP, side by side in one run, and what merging itself costs.
 
     python benchmarks/dense_speed.py --model vitdet_base_patch16_1024 --img-size 1024 --batch 1 --repeats 3
+    python benchmarks/dense_speed.py --model sam_vit_b_encoder --methods bipartite --repeats 2  # relative positions
 
 Prints the command line and the machine, then
 1. forward: ms per batch of the jitted forward (`CompiledForward`; compile and one warm-up excluded;
    median of `--repeats` rounds interleaved over every row) at r=0 and at each `--r` (tokens each
    14x14 window loses per block; 98 of 196 halves them, and a global block then loses 2048 of 4096),
    with "bipartite" (top-left destinations, tomesd's no_rand) and "random" destinations; the FLOP
-   ratio (`count_flops`), speedup over r=0 and efficiency = speedup / (r=0 FLOPs / FLOPs).
+   ratio (`count_flops`, with a `use_rel_pos` model's relative terms), speedup over r=0 and
+   efficiency = speedup / (r=0 FLOPs / FLOPs). `sam_vit_b_encoder` is ViTDet-B with `use_rel_pos=True`.
 2. merge cost: the same forward's merging work alone, jitted and timed the same way: every block's
    matching (`windowed_random2d_plan` / `random2d_plan` on the block's input), its two merges
    (`apply_plan`, before attention and before the MLP) and its two unmerges (`undo_plan`, after each),

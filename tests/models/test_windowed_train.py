@@ -13,7 +13,7 @@ from tome_jax.train import train_and_evaluate
 
 def tiny_config():
     config = get_config("runlocal")
-    config.model.update(dict(img_size=16, embed_dim=32, depth=2, num_heads=2, window_size=4,
+    config.model.update(dict(img_size=16, patch_size=2, embed_dim=32, depth=2, num_heads=2, window_size=4,
                              global_attn_indexes=(1,)))
     config.tome.r = 8
     config.data.update(dict(image_size=16, options=dict(canvas=16, digits=1, scale=2, examples=256, seed=0)))

@@ -15,6 +15,10 @@ server that is unreachable during a save); `slow(seconds, match)` delays each ma
 Requests are matched on their description "METHOD path?query name=<object>" (unquoted; the object
 name from the query, or from the JSON part of a multipart upload, where gcsfs puts it). Every injected fault is counted, so a test can check that it
 happened.
+
+`S3Server`: the S3 API for `s3://` weights (s3fs through etils.epath, pointed at it by `AWS_ENDPOINT_URL`):
+moto's server (in-memory objects) in a thread of the test process, no proxy. Not for workdirs: orbax cannot
+checkpoint to s3:// (tome_jax/train/workdir.py, NO_CHECKPOINTS).
 """
 
 from __future__ import annotations
@@ -251,13 +255,55 @@ class GcsServer:
         both restored after."""
         import fsspec
 
-        saved = {k: os.environ.get(k) for k in self.env}
         saved_conf = fsspec.config.conf.get("gcs")
-        os.environ.update(self.env)
         fsspec.config.conf["gcs"] = {**(saved_conf or {}), "token": "anon"}
         try:
-            yield
+            with environ(self.env):
+                yield
         finally:
-            for key, value in saved.items():
-                os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
             fsspec.config.conf.pop("gcs") if saved_conf is None else fsspec.config.conf.__setitem__("gcs", saved_conf)
+
+
+@contextlib.contextmanager
+def environ(values: dict[str, str]):
+    """os.environ updated with `values` inside the block, restored after."""
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            os.environ.pop(key) if value is None else os.environ.__setitem__(key, value)
+
+
+class S3Server:
+    """moto's S3 API on a loopback port (in-memory objects, served from a thread of this process), with
+    its buckets created; `env` points botocore-based clients (s3fs) at it with dummy credentials. Use as a
+    context manager; `pytest.importorskip` the `moto` and `s3fs` packages first (requirements-test.txt)."""
+
+    def __init__(self, buckets=("bucket",)):
+        self.buckets = buckets
+        self.port = free_port()
+        self.server = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        # AWS_ENDPOINT_URL: botocore's documented endpoint override; no instance-metadata credential probe.
+        return {"AWS_ENDPOINT_URL": self.url, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                "AWS_DEFAULT_REGION": "us-east-1", "AWS_EC2_METADATA_DISABLED": "true"}
+
+    def __enter__(self) -> "S3Server":
+        from moto.server import ThreadedMotoServer
+
+        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
+        self.server.start()
+        for bucket in self.buckets:  # moto does not check request signatures
+            urllib.request.urlopen(urllib.request.Request(f"{self.url}/{bucket}", method="PUT"), timeout=10).read()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.stop()

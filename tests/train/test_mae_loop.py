@@ -4,9 +4,11 @@ import os
 
 import numpy as np
 import pytest
+from etils import epath
 
 import tome_jax
 from configs import mae_finetune_tome, mae_pretrain
+from tests.train.test_faults import assert_same_params
 from tests.train.test_loop import final_params, kill_after_first_checkpoint_and_resume, losses, run_train
 from tome_jax.models.weights import CheckpointMismatchError
 from tome_jax.train import train_and_evaluate
@@ -36,33 +38,57 @@ def finetune_config(arg="runlocal", **overrides):
                                                          "checkpoint_every_steps": 4, **overrides})
 
 
-def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(tmp_path):
-    # Not parametrized over a bucket: a second module's storage server in the same worker met gcsfs's
-    # cached instance of the first (stopped) one and hung (issue 27 note); tests/train/test_bucket.py
-    # covers weights from a bucket workdir.
-    root = tmp_path
-    summary = train_and_evaluate(pretrain_config(), str(root / "pt"))
-    assert summary["task"] == "reconstruction" and np.isfinite(summary["eval_loss"])
-    assert np.isfinite(losses(root / "pt")).all()
-    _, saved = final_params(str(root / "pt"))
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """A tiny MAE pre-training run (4 steps, one checkpoint): its local workdir and summary."""
+    workdir = tmp_path_factory.mktemp("mae") / "pt"
+    return workdir, train_and_evaluate(pretrain_config(), str(workdir))
 
-    config = finetune_config(f"runlocal,init={root / 'pt'}")
+
+@pytest.fixture(scope="module")
+def finetuned(pretrained, tmp_path_factory):
+    """A tiny fine-tuning run with ToMe (4 steps) initialised from `pretrained`: its workdir and summary."""
+    workdir = tmp_path_factory.mktemp("mae") / "ft"
+    return workdir, train_and_evaluate(finetune_config(f"runlocal,init={pretrained[0]}"), str(workdir))
+
+
+def test_pretraining_workdir_moves_its_encoder_into_the_finetuning_model(pretrained, finetuned):
+    pt, summary = pretrained
+    assert summary["task"] == "reconstruction" and np.isfinite(summary["eval_loss"])
+    assert np.isfinite(losses(pt)).all()
+    _, saved = final_params(str(pt))
+
+    config = finetune_config(f"runlocal,init={pt}")
     model = build_model(config)
     leaf = lambda tree: np.asarray(tree.get("value", tree))  # noqa: E731  (orbax may keep Variable values)
     np.testing.assert_array_equal(model.blocks[1].attn.qkv.kernel[...], leaf(saved["blocks"]["1"]["attn"]["qkv"]["kernel"]))
     np.testing.assert_array_equal(model.pos_embed[...], leaf(saved["pos_embed"]))
     np.testing.assert_array_equal(model.patch_embed.proj.kernel[...], leaf(saved["patch_embed"]["proj"]["kernel"]))
-    report = tome_jax.load_timm(model, str(root / "pt"), skip=("head",))
+    report = tome_jax.load_timm(model, str(pt), skip=("head",))
     assert report["missing"] == report["unused"] == []
     assert report["initialized"] == ["fc_norm.bias", "fc_norm.weight"]
     assert "decoder_pred.weight" in report["ignored"] and "mask_token" in report["ignored"]
     # ... and the fine-tuning run with ToMe trains from it.
-    summary = train_and_evaluate(config, str(root / "ft"))
+    ft, summary = finetuned
     # 4 steps of this tiny fine-tuning stay at chance (10.0% top-1; lr=0: 9.5%; even 32 steps at lr=1e-2
     # reach only 11-15%), so what is checked is that it trained with ToMe and reports its logged final eval.
-    final_eval = [m for m in read_metrics(root / "ft") if "eval/top1" in m][-1]
+    final_eval = [m for m in read_metrics(ft) if "eval/top1" in m][-1]
     assert summary["tome_r"] == 2 and summary["eval_top1"] == final_eval["eval/top1"] and final_eval["step"] == 4
-    assert np.isfinite(losses(root / "ft")).all() and len(losses(root / "ft")) == 4
+    assert np.isfinite(losses(ft)).all() and len(losses(ft)) == 4
+
+
+def test_finetuning_reads_the_pretraining_workdir_from_a_bucket(gcs, pretrained, finetuned, tmp_path):
+    """The pre-training workdir copied to gs://bucket/mae/pt on the loopback storage server
+    (tests/train/conftest.py): a fine-tuning run initialised from it (orbax reads the checkpoint from the
+    bucket; the run's own workdir is local, as writing to a bucket is test_bucket's) ends with the
+    parameters of the run initialised from the local copy."""
+    for file in sorted(p for p in pretrained[0].rglob("*") if p.is_file()):
+        (epath.Path("gs://bucket/mae/pt") / str(file.relative_to(pretrained[0]))).write_bytes(file.read_bytes())
+    gcs.proxy.clear()
+    summary = train_and_evaluate(finetune_config("runlocal,init=gs://bucket/mae/pt"), str(tmp_path / "ft"))
+    assert any(r.startswith("GET") and "mae/pt/checkpoints/4/state/" in r for r in gcs.proxy.requests)
+    assert summary["eval_top1"] == finetuned[1]["eval_top1"]
+    assert_same_params(final_params(str(tmp_path / "ft"))[1], final_params(str(finetuned[0]))[1])
 
 
 def test_bad_init_and_bad_mask_ratio_fail_at_start_and_keep_the_workdir(tmp_path):

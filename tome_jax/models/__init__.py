@@ -10,7 +10,8 @@ from tome_jax.models.siglip import SigLIPVisionTransformer  # registers vit_*_si
 from tome_jax.models import clip  # noqa: F401  (registers vit_*_clip_* and vit_*_clip_quickgelu_*)
 from tome_jax.models.map_head import MapHead
 from tome_jax.models.windowed import WindowedViT  # registers vitdet_*_patch16_1024
+from tome_jax.models.dit import DiT  # registers dit_{s,b,l,xl}_{2,4,8}
 
-__all__ = ["Attention", "AudioTransformer", "Block", "Encoder", "EncoderOutput", "MapHead", "MaskedAutoencoder", "Mlp",
-           "PatchEmbed", "SigLIPVisionTransformer", "VideoTransformer", "VisionTransformer", "WindowedViT",
+__all__ = ["Attention", "AudioTransformer", "Block", "DiT", "Encoder", "EncoderOutput", "MapHead", "MaskedAutoencoder",
+           "Mlp", "PatchEmbed", "SigLIPVisionTransformer", "VideoTransformer", "VisionTransformer", "WindowedViT",
            "apply_tome", "create_model", "list_models", "register_model"]

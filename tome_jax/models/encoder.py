@@ -230,6 +230,7 @@ class Encoder(nnx.Module):
 
     stem_params: tuple[str, ...] = ()
     no_weight_decay_params: tuple[str, ...] = ()
+    block_class: type = Block  # a family whose blocks add to the encoder's (DiT's adaLN) names its subclass
 
     def __init__(self, *, embed_dim: int, depth: int, num_heads: int, num_tokens: int,
                  mlp_ratio: float = 4.0, qkv_bias: bool = True, init_values: float | None = None,
@@ -240,9 +241,10 @@ class Encoder(nnx.Module):
                              f"CLIP), got {gelu!r}.")
         self.embed_dim, self.depth, self.num_tokens = embed_dim, depth, num_tokens
         self.blocks = nnx.List([
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, init_values=init_values,
-                  drop=drop_rate, drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype,
-                  gelu=gelu, norm_eps=norm_eps)
+            self.block_class(embed_dim, num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
+                             init_values=init_values, drop=drop_rate,
+                             drop_path=drop_path_rate * i / max(depth - 1, 1), rngs=rngs, dtype=dtype,
+                             gelu=gelu, norm_eps=norm_eps)
             for i in range(depth)
         ])
         # Keys of the methods that draw at random ("random"); re-seeded by the train loop every step.

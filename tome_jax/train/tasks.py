@@ -13,6 +13,9 @@ compiles one program per r (the same one it times) and one `score` for all. The 
   [B, H, W, K]; mIoU (mean over the classes present in labels or predictions) and pixel accuracy.
 - "reconstruction": the model's own loss hook, `model.reconstruction_loss(images, key) -> [B]`
   (e.g. MAE pre-training); the eval reports the mean loss.
+- "diffusion": DDPM's epsilon loss of a class-conditional denoiser (`model(x_t, t, y)`, a DiT) on the
+  images as x_0 (`tome_jax.models.diffusion`), with the labels replaced by the model's null class at
+  rate `config.diffusion.class_dropout` (classifier-free guidance); the eval reports the mean loss.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import numpy as np
 import optax
 
 from tome_jax import data as data_lib
+from tome_jax.models import diffusion
 
 
 def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
@@ -177,8 +181,27 @@ def segmentation_metrics(confusion: np.ndarray, count: int) -> dict:
             "count": count}
 
 
+class Diffusion(Reconstruction):
+    """Reports what Reconstruction does (the mean eval loss)."""
+
+    def loss(self, model, batch, key):
+        drop_key, loss_key = jax.random.split(key)
+        labels = batch["label"]
+        dropped = jax.random.uniform(drop_key, labels.shape) < self.config.diffusion.class_dropout
+        labels = jnp.where(dropped, model.null_class, labels)
+        losses = diffusion.epsilon_loss(model, batch["image"], labels, loss_key, self.config.diffusion.steps)
+        return _masked_mean(losses, batch["mask"]), {}
+
+    def eval_batch(self, model, batch):
+        # A fixed key (the same timesteps and noise at every eval), the true labels.
+        losses = diffusion.epsilon_loss(model, batch["image"], batch["label"], jax.random.key(0),
+                                        self.config.diffusion.steps)
+        mask = batch["mask"]
+        return {"loss_sum": (losses * mask).sum(), "count": mask.sum()}
+
+
 TASKS = {"classification": Classification, "multilabel": MultiLabel, "segmentation": Segmentation,
-         "reconstruction": Reconstruction}
+         "reconstruction": Reconstruction, "diffusion": Diffusion}
 
 
 def make_task(config: ml_collections.ConfigDict) -> Task:

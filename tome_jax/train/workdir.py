@@ -46,10 +46,14 @@ class WorkdirError(OSError):
     """The workdir cannot be written (permissions, full disk): names the path and the free space."""
 
 
-# URL schemes whose checkpoints orbax-checkpoint (0.12.8) cannot write: it picks TensorStore's kvstore
-# driver from the path, and only local paths and gs:// get one (an s3:// path fails its "Checkpoint path
-# should be absolute" check at the first save).
-NO_CHECKPOINTS = {"s3://": "orbax-checkpoint writes array data to local paths and gs:// only"}
+# URL schemes whose checkpoints orbax-checkpoint cannot write. orbax 0.12.8 (pinned, and the newest on the
+# package index in December 2026, with tensorstore 0.1.86) picks TensorStore's kvstore driver from the
+# path itself: `gs://` gets the gcs driver, every other path the local `file` driver. TensorStore has an
+# `s3` driver, but orbax never builds one and takes no kvstore spec from its caller:
+# `build_kvstore_tspec("s3://b/run")` raises "Checkpoint path should be absolute. Got s3:/b/run" at the
+# first save (without OCDBT it would write to a local folder `s3:`). Upstream: google/orbax issue 359
+# and pull request 2739 (S3 support, not merged).
+NO_CHECKPOINTS = {"s3://": "orbax-checkpoint 0.12.8 writes array data to local paths and gs:// only"}
 
 
 def resolve(path: str | os.PathLike) -> epath.Path:
@@ -59,7 +63,7 @@ def resolve(path: str | os.PathLike) -> epath.Path:
     for prefix, reason in NO_CHECKPOINTS.items():
         if os.fspath(path).startswith(prefix):
             raise WorkdirError(f"cannot use {os.fspath(path)} as a workdir: {reason}. Use a gs:// bucket or a "
-                               "local path (an S3 bucket mounted with a FUSE client is a local path); weights "
+                               "local path (copied to S3 after the run: aws s3 sync <workdir> s3://...); weights "
                                "(config.init.weights) can still be read from s3:// with s3fs installed.")
     return paths.resolve(path)
 
