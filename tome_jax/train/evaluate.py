@@ -58,24 +58,23 @@ class EvalSetup:
         data_cfg = data_lib.resolve_config(config.data)  # once; passed down
         self.dataset = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=batch_size,
                                              train=False, seed=config.seed)
-        self._normalize = jax.jit(lambda images: data_lib.normalize(images, data_cfg.mean, data_cfg.std))
+        self._normalize = jax.jit(lambda batch: loop.normalized(batch, data_cfg))
         self._score = jax.jit(self.task.score)
-        first = sharding_lib.global_batch(next(iter(self.dataset)), self.batch_sharding)
-        self.timing_images = self._normalize(first["image"])
+        self.timing_batch = self._normalize(sharding_lib.global_batch(next(iter(self.dataset)), self.batch_sharding))
         model.eval()
         self.model = model
         self.forward = CompiledForward(model, self.task.outputs)
 
     def compile(self, schedules: list) -> None:
         """Compile the forward of every schedule now, the XLA compiles in parallel (`precompile`)."""
-        self.forward.precompile(schedules, self.timing_images)
+        self.forward.precompile(schedules, self.timing_batch)
 
     def metrics(self, r) -> dict:
         """The task's eval metrics at schedule r of the model's current method, with `examples`."""
         forward, params, rest = self.forward.compiled(r)
 
         def eval_fn(params, rest, batch):
-            return self._score(forward(params, rest, self._normalize(batch["image"])), batch)
+            return self._score(forward(params, rest, self._normalize(batch)), batch)
 
         metrics = loop.evaluate(self.task, eval_fn, params, rest, self.dataset, self.batch_sharding)
         return {**{k: v for k, v in metrics.items() if k != "count"}, "examples": metrics["count"]}
@@ -83,7 +82,7 @@ class EvalSetup:
     def timer(self, r):
         """A zero-argument callable timing one forward of the timing batch at schedule r."""
         fn, params, rest = self.forward.compiled(r)
-        return timing.blocking(fn, params, rest, self.timing_images)
+        return timing.blocking(fn, params, rest, self.timing_batch)
 
 
 def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_size: int,
@@ -108,7 +107,7 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
         results.append({"r": r, **metrics, "gflops": tome_jax.count_flops(model, r=r) / 1e9,
                         "tokens_out": counts[-1]})
     stats = timing.time_interleaved(candidates, repeats=repeats, warmup=1)
-    batch = setup.timing_images.shape[0]
+    batch = setup.timing_batch["image"].shape[0]
     for row in results:
         row["images_per_sec"] = batch / stats[str(row["r"])].median
     base = batch / stats[str(BASELINE)].median
@@ -185,7 +184,7 @@ def _compare_methods(config, model, methods, targets, batch_size, repeats) -> di
                                      "gflops": tome_jax.count_flops(model, r=choice.r) / 1e9,
                                      "tokens_out": model.token_counts(choice.r)[-1]})
             points.append((method, choice.r))
-    timed = method_overhead(model, points, (setup.timing_images,), repeats=repeats, forward=setup.forward)
+    timed = method_overhead(model, points, (setup.timing_batch,), repeats=repeats, forward=setup.forward)
     base_speed = next(iter(timed.values()))["baseline_images_per_sec"] if timed else None
     out = {}
     for method, method_rows in rows.items():

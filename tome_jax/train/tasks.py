@@ -50,9 +50,10 @@ class Task:
         """-> (scalar loss, {name: scalar} train metrics). Traced inside the train step."""
         raise NotImplementedError
 
-    def outputs(self, model, images: jax.Array) -> jax.Array:
-        """What the eval runs the model for on normalized images [B, ...]: its forward (logits)."""
-        return model(images)
+    def outputs(self, model, batch: dict) -> jax.Array:
+        """What the eval runs the model for, given a batch with normalized images [B, ...]: its
+        forward (logits) by default."""
+        return model(batch["image"])
 
     def score(self, outputs: jax.Array, batch: dict) -> dict:
         """`outputs` of one batch -> {name: array}: scalars are summed over batches, arrays [B, ...]
@@ -61,7 +62,7 @@ class Task:
 
     def eval_batch(self, model, batch: dict) -> dict:
         """`score` of `outputs` for a batch with normalized images (one jitted program)."""
-        return self.score(self.outputs(model, batch["image"]), batch)
+        return self.score(self.outputs(model, batch), batch)
 
     def finalize(self, totals: dict) -> dict:
         """Accumulated eval values -> reported metrics (host side, NumPy)."""
@@ -137,9 +138,9 @@ class Reconstruction(Task):
     def loss(self, model, batch, key):
         return _masked_mean(model.reconstruction_loss(batch["image"], key), batch["mask"]), {}
 
-    def outputs(self, model, images):
+    def outputs(self, model, batch):
         # A fixed key: the eval loss of a checkpoint is one number, whatever the step.
-        return model.reconstruction_loss(images, jax.random.key(0))  # [B]
+        return model.reconstruction_loss(batch["image"], jax.random.key(0))  # [B]
 
     def score(self, losses, batch):
         mask = batch["mask"]
@@ -192,12 +193,10 @@ class Diffusion(Reconstruction):
         losses = diffusion.epsilon_loss(model, batch["image"], labels, loss_key, self.config.diffusion.steps)
         return _masked_mean(losses, batch["mask"]), {}
 
-    def eval_batch(self, model, batch):
+    def outputs(self, model, batch):
         # A fixed key (the same timesteps and noise at every eval), the true labels.
-        losses = diffusion.epsilon_loss(model, batch["image"], batch["label"], jax.random.key(0),
-                                        self.config.diffusion.steps)
-        mask = batch["mask"]
-        return {"loss_sum": (losses * mask).sum(), "count": mask.sum()}
+        return diffusion.epsilon_loss(model, batch["image"], batch["label"], jax.random.key(0),
+                                      self.config.diffusion.steps)  # [B]
 
 
 TASKS = {"classification": Classification, "multilabel": MultiLabel, "segmentation": Segmentation,
