@@ -266,12 +266,13 @@ def method_overhead(model, points: Sequence[tuple[str, Any]], inputs: tuple, *, 
                     forward: CompiledForward | None = None) -> dict[tuple[str, Any], dict]:
     """Images/s of the forward and the share of it spent in the method's own work, per (method, r)
     in `points`, all timed interleaved in one run (with r=0 of the model's own method, the
-    baseline) on `inputs` (positional arguments of `model(*inputs)`, the batch on axis 0).
+    baseline) on `inputs` (positional arguments of `forward`, default `model(*inputs)`; arrays or
+    dicts of them with the batch on axis 0).
 
     Returns {(method, r): {"images_per_sec", "speedup" (over r=0), "baseline_images_per_sec",
     "overhead" (the method's plans timed alone / the forward at that point; 0 where nothing is
     reduced)}}. The model's method, r and trace_source are left as they were."""
-    batch = int(jnp.shape(inputs[0])[0])
+    batch = int(jnp.shape(jax.tree.leaves(inputs)[0])[0])
     forward = forward or CompiledForward(model)
     saved_trace = model.trace_source
     model.trace_source = False

@@ -46,8 +46,10 @@ BASELINE = 0  # the r that speedups are measured against
 
 
 class EvalSetup:
-    """What a sweep evaluates and times with: the task, the eval dataset (once), a timing batch,
-    the compiled eval forward and the compiled plain forward of `model`."""
+    """What a sweep evaluates and times with: the task, the eval dataset (once), a timing batch and
+    one compiled program per schedule, `forward` (`task.outputs`: the model's forward), which both
+    the metrics and the timing run. Normalizing the images and scoring the outputs are one program
+    each, shared by every schedule."""
 
     def __init__(self, config: ml_collections.ConfigDict, model, batch_size: int):
         self.task = tasks.make_task(config)
@@ -56,35 +58,45 @@ class EvalSetup:
         data_cfg = data_lib.resolve_config(config.data)  # once; passed down
         self.dataset = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=batch_size,
                                              train=False, seed=config.seed)
-        self.timing_images = jax.device_put(loop.normalized(next(iter(self.dataset)), data_cfg)["image"],
-                                            self.batch_sharding)
+        self._normalize = jax.jit(lambda batch: loop.normalized(batch, data_cfg))
+        self._score = jax.jit(self.task.score)
+        self.timing_batch = self._normalize(sharding_lib.global_batch(next(iter(self.dataset)), self.batch_sharding))
         model.eval()
         self.model = model
-        self.evaluator = CompiledForward(model, lambda m, batch: self.task.eval_batch(m, loop.normalized(batch, data_cfg)))
-        self.forward = CompiledForward(model)
+        self.forward = CompiledForward(model, self.task.outputs)
+
+    def compile(self, schedules: list) -> None:
+        """Compile the forward of every schedule now, the XLA compiles in parallel (`precompile`)."""
+        self.forward.precompile(schedules, self.timing_batch)
 
     def metrics(self, r) -> dict:
         """The task's eval metrics at schedule r of the model's current method, with `examples`."""
-        eval_fn, params, rest = self.evaluator.compiled(r)
+        forward, params, rest = self.forward.compiled(r)
+
+        def eval_fn(params, rest, batch):
+            return self._score(forward(params, rest, self._normalize(batch)), batch)
+
         metrics = loop.evaluate(self.task, eval_fn, params, rest, self.dataset, self.batch_sharding)
         return {**{k: v for k, v in metrics.items() if k != "count"}, "examples": metrics["count"]}
 
     def timer(self, r):
         """A zero-argument callable timing one forward of the timing batch at schedule r."""
         fn, params, rest = self.forward.compiled(r)
-        return timing.blocking(fn, params, rest, self.timing_images)
+        return timing.blocking(fn, params, rest, self.timing_batch)
 
 
 def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_size: int,
           repeats: int = 10) -> list[dict]:
     """The task's eval metrics (top-1/top-5, or mAP, ...) on the eval split, images/s and GFLOPs per r.
 
-    Every r compiles one eval forward and one plain forward (`CompiledForward`); throughput is timed
+    Every r compiles one program, its forward (`EvalSetup`; all r at once, compiled in parallel),
+    which gives both the metrics and the timing; throughput is timed
     with `tome_jax.timing.time_interleaved` over all r values in interleaved rounds (compile and
     warm-up excluded), so load from other processes hits every r alike. `speedup` is always over
     r=0, which is timed even when `r_values` lacks it; every row carries its images/s as
     `baseline_images_per_sec`."""
     setup = EvalSetup(config, model, batch_size)
+    setup.compile(list(dict.fromkeys([*r_values, BASELINE])))
     results, candidates = [], {}
     if BASELINE not in r_values:  # speedups are over r=0 even when it is not in the sweep: time it too
         candidates[str(BASELINE)] = setup.timer(0)
@@ -95,7 +107,7 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
         results.append({"r": r, **metrics, "gflops": tome_jax.count_flops(model, r=r) / 1e9,
                         "tokens_out": counts[-1]})
     stats = timing.time_interleaved(candidates, repeats=repeats, warmup=1)
-    batch = setup.timing_images.shape[0]
+    batch = setup.timing_batch["image"].shape[0]
     for row in results:
         row["images_per_sec"] = batch / stats[str(row["r"])].median
     base = batch / stats[str(BASELINE)].median
@@ -172,7 +184,7 @@ def _compare_methods(config, model, methods, targets, batch_size, repeats) -> di
                                      "gflops": tome_jax.count_flops(model, r=choice.r) / 1e9,
                                      "tokens_out": model.token_counts(choice.r)[-1]})
             points.append((method, choice.r))
-    timed = method_overhead(model, points, (setup.timing_images,), repeats=repeats, forward=setup.forward)
+    timed = method_overhead(model, points, (setup.timing_batch,), repeats=repeats, forward=setup.forward)
     base_speed = next(iter(timed.values()))["baseline_images_per_sec"] if timed else None
     out = {}
     for method, method_rows in rows.items():

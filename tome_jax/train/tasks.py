@@ -1,8 +1,10 @@
 """What a training run optimizes and how it is evaluated: `config.task` picks one of `TASKS`.
 
-A task knows the loss (traced inside the jitted train step), what one eval batch contributes
-(traced inside the jitted eval step) and how the host turns the accumulated eval values into the
-reported metrics. The loop itself knows nothing about labels, classes or pixels.
+A task knows the loss (traced inside the jitted train step), what the eval runs the model for
+(`outputs`, e.g. logits), what one eval batch contributes given those outputs (`score`; both traced
+inside jitted eval programs) and how the host turns the accumulated eval values into the reported
+metrics. `outputs` is the only part that depends on the token-reduction schedule, so an r-sweep
+compiles one program per r (the same one it times) and one `score` for all. The loop itself knows nothing about labels, classes or pixels.
 
 - "classification": softmax cross-entropy with label smoothing and mixup/cutmix; top-1 / top-5.
 - "multilabel": sigmoid cross-entropy on multi-hot labels [B, K] with mixup; mAP (and top-1 where
@@ -36,7 +38,8 @@ def _masked_mean(values: jax.Array, mask: jax.Array) -> jax.Array:
 
 
 class Task:
-    """Base: subclasses define `loss`, `eval_batch`, `finalize` and the headline metric."""
+    """Base: subclasses define `loss`, `score`, `finalize`, the headline metric and, when the eval
+    needs more than the model's forward, `outputs`."""
 
     headline = "loss"
 
@@ -47,10 +50,19 @@ class Task:
         """-> (scalar loss, {name: scalar} train metrics). Traced inside the train step."""
         raise NotImplementedError
 
-    def eval_batch(self, model, batch: dict) -> dict:
-        """-> {name: array}: scalars are summed over batches, arrays [B, ...] concatenated (masked rows
-        included; `finalize` drops them with the "mask" entry)."""
+    def outputs(self, model, batch: dict) -> jax.Array:
+        """What the eval runs the model for, given a batch with normalized images [B, ...]: its
+        forward (logits) by default."""
+        return model(batch["image"])
+
+    def score(self, outputs: jax.Array, batch: dict) -> dict:
+        """`outputs` of one batch -> {name: array}: scalars are summed over batches, arrays [B, ...]
+        concatenated (masked rows included; `finalize` drops them with the "mask" entry)."""
         raise NotImplementedError
+
+    def eval_batch(self, model, batch: dict) -> dict:
+        """`score` of `outputs` for a batch with normalized images (one jitted program)."""
+        return self.score(self.outputs(model, batch), batch)
 
     def finalize(self, totals: dict) -> dict:
         """Accumulated eval values -> reported metrics (host side, NumPy)."""
@@ -71,8 +83,7 @@ class Classification(Task):
         accuracy = _masked_mean(logits.argmax(-1) == batch["label"], batch["mask"])
         return loss, {"accuracy": accuracy}
 
-    def eval_batch(self, model, batch):
-        logits = model(batch["image"])
+    def score(self, logits, batch):
         top = jax.lax.top_k(logits, min(5, logits.shape[-1]))[1]
         hits = top == batch["label"][:, None]
         mask = batch["mask"]
@@ -97,8 +108,8 @@ class MultiLabel(Task):
         loss = _masked_mean(optax.sigmoid_binary_cross_entropy(logits, targets).mean(-1), batch["mask"])
         return loss, {}
 
-    def eval_batch(self, model, batch):
-        return {"scores": jax.nn.sigmoid(model(batch["image"]).astype(jnp.float32)),
+    def score(self, logits, batch):
+        return {"scores": jax.nn.sigmoid(logits.astype(jnp.float32)),
                 "labels": batch["label"], "mask": batch["mask"]}
 
     def finalize(self, totals):
@@ -127,9 +138,11 @@ class Reconstruction(Task):
     def loss(self, model, batch, key):
         return _masked_mean(model.reconstruction_loss(batch["image"], key), batch["mask"]), {}
 
-    def eval_batch(self, model, batch):
+    def outputs(self, model, batch):
         # A fixed key: the eval loss of a checkpoint is one number, whatever the step.
-        losses = model.reconstruction_loss(batch["image"], jax.random.key(0))
+        return model.reconstruction_loss(batch["image"], jax.random.key(0))  # [B]
+
+    def score(self, losses, batch):
         mask = batch["mask"]
         return {"loss_sum": (losses * mask).sum(), "count": mask.sum()}
 
@@ -147,8 +160,7 @@ class Segmentation(Task):
         accuracy = (logits.argmax(-1) == labels).mean(axis=(1, 2))
         return _masked_mean(losses, batch["mask"]), {"pixel_accuracy": _masked_mean(accuracy, batch["mask"])}
 
-    def eval_batch(self, model, batch):
-        logits = model(batch["image"])
+    def score(self, logits, batch):
         num_classes = logits.shape[-1]
         pairs = batch["label"] * num_classes + logits.argmax(-1)  # [B, H, W]: true * K + predicted
         weight = jnp.broadcast_to(batch["mask"][:, None, None], pairs.shape).astype(jnp.int32)
@@ -181,12 +193,10 @@ class Diffusion(Reconstruction):
         losses = diffusion.epsilon_loss(model, batch["image"], labels, loss_key, self.config.diffusion.steps)
         return _masked_mean(losses, batch["mask"]), {}
 
-    def eval_batch(self, model, batch):
+    def outputs(self, model, batch):
         # A fixed key (the same timesteps and noise at every eval), the true labels.
-        losses = diffusion.epsilon_loss(model, batch["image"], batch["label"], jax.random.key(0),
-                                        self.config.diffusion.steps)
-        mask = batch["mask"]
-        return {"loss_sum": (losses * mask).sum(), "count": mask.sum()}
+        return diffusion.epsilon_loss(model, batch["image"], batch["label"], jax.random.key(0),
+                                      self.config.diffusion.steps)  # [B]
 
 
 TASKS = {"classification": Classification, "multilabel": MultiLabel, "segmentation": Segmentation,
