@@ -52,7 +52,7 @@ def bucket_run(gcs):
 
 
 @pytest.fixture(scope="module")
-def s3_run(s3, bucket_run):
+def s3_run(s3):
     """s3://bucket/s3run: train.py (a subprocess, its clients through the S3 server's proxy) SIGKILLed once
     step 4 is in the bucket with its marker, the first upload of a step-4 object answered 503 (retried by
     botocore); then resumed in this process to step 8. Returns the workdir, the killed run's output and

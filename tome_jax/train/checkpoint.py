@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import errno
 import re
-import threading
 import time
+from concurrent import futures
 from typing import Any, Callable, NamedTuple
 
 import grain
@@ -139,8 +139,8 @@ class Checkpointer:
         self.read_attempts, self.retry_delay, self.sleep = read_attempts, retry_delay, sleep
         self.pending_step: int | None = None  # a save still being written in the background
         self.staged = None  # workdir.StagedCheckpoints where orbax cannot write the directory itself
-        self.upload: threading.Thread | None = None  # the pending step's upload to a staged directory
-        self.upload_error: BaseException | None = None
+        self.uploader: futures.ThreadPoolExecutor | None = None  # one background upload at a time
+        self.upload: futures.Future | None = None  # the pending step's upload to a staged directory
         orbax_directory = self.directory
         if workdir_lib.is_staged(self.directory):
             if jax.process_count() > 1:
@@ -149,6 +149,7 @@ class Checkpointer:
                     "and uploaded from there, which needs a single process; use a gs:// workdir for multi-host runs.")
             self.staged = workdir_lib.StagedCheckpoints(self.directory, writable=create)
             orbax_directory = epath.Path(self.staged.pull())
+            self.uploader = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tome_jax_upload")
         self.manager = ocp.CheckpointManager(
             orbax_directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
@@ -186,17 +187,12 @@ class Checkpointer:
         self._reporting_failure(step, lambda: self.manager.save(step, args=ocp.args.Composite(**items)))
         self.pending_step = step
         if self.staged is not None:
-            self.upload_error = None
-            self.upload = threading.Thread(target=self._upload, args=(step,), name=f"upload_step_{step}", daemon=True)
-            self.upload.start()
+            self.upload = self.uploader.submit(self._upload, step)
 
     def _upload(self, step: int) -> None:
         """In the background: wait for orbax to commit `step` (and delete old steps), then mirror it."""
-        try:
-            self.manager.wait_until_finished()
-            self.staged.push(step)
-        except BaseException as e:  # noqa: BLE001 (re-raised by `wait`, naming the step)
-            self.upload_error = e
+        self.manager.wait_until_finished()
+        self.staged.push(step)
 
     def wait(self) -> None:
         """Wait for the save in progress, if any; its failure raises `WorkdirError` naming its step."""
@@ -204,10 +200,8 @@ class Checkpointer:
             step, self.pending_step = self.pending_step, None
             self._reporting_failure(step, self.manager.wait_until_finished)
             if self.upload is not None:
-                self.upload.join()
-                self.upload, error = None, self.upload_error
-                if error is not None:
-                    self._reporting_failure(step, lambda: _raise(error))
+                upload, self.upload = self.upload, None
+                self._reporting_failure(step, upload.result)
 
     def set_aside(self, step: int, name: str) -> epath.Path:
         """Rename the step folder to `name` (kept, no longer a step; in the bucket too when staged);
@@ -345,8 +339,5 @@ class Checkpointer:
         finally:
             self.manager.close()
             if self.staged is not None:
+                self.uploader.shutdown()
                 self.staged.close()
-
-
-def _raise(error: BaseException):
-    raise error
