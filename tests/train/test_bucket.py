@@ -208,6 +208,29 @@ def test_weights_are_read_from_an_s3_bucket(s3, tmp_path):
 # ----------------------------------------------------------------------------- faults
 
 
+def test_a_step_without_its_upload_marker_is_never_read_and_a_writer_deletes_it(s3, tmp_path):
+    """s3:// staging (workdir.StagedCheckpoints) on its own: step 4 uploaded (marker last), step 8's folder
+    cut short (no marker, as a SIGKILL mid-upload leaves it). A reader (eval) downloads step 4 only and
+    changes nothing in the bucket; a writer (a resumed run) also deletes step 8's folder there."""
+    remote = epath.Path("s3://bucket/staging/checkpoints")
+    writer = workdir_lib.StagedCheckpoints(remote, writable=True, staging_root=str(tmp_path))
+    local = writer.pull()
+    for step in (4, 8):
+        os.makedirs(f"{local}/{step}/state")
+        with open(f"{local}/{step}/state/a", "w") as f:
+            f.write(str(step))
+    writer.push(4)
+    assert committed(s3, "s3://bucket/staging", 4)
+    (remote / "8" / "state" / "a").write_text("8")
+    reader = workdir_lib.StagedCheckpoints(remote, writable=False)
+    assert sorted(os.listdir(reader.pull())) == ["4"]
+    reader.close()
+    assert not os.path.exists(reader.local) and step_folders(s3, "s3://bucket/staging") == ["4", "8"]
+    assert sorted(os.listdir(writer.pull())) == ["4"] and os.listdir(f"{local}/4") == ["state"]
+    assert step_folders(s3, "s3://bucket/staging") == ["4"]
+
+
+
 def test_corrupt_latest_checkpoint_on_the_bucket_falls_back(finished, bucket_run):
     """Step 8's state metadata torn in the bucket: the restart reads step 4, keeps the broken step as
     8.unreadable-<time> (in the bucket), trains 5..8 again and ends with the uninterrupted run's parameters."""

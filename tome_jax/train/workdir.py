@@ -5,6 +5,9 @@
 in a workdir (checkpoints, config, metrics, summary, eval results, plots) is built from the returned
 `epath.Path`, so a bucket workdir is written by every host to the bucket, not to local disks.
 
+On `s3://`, which orbax cannot write, checkpoints are staged in a local folder and mirrored to the bucket
+(`StagedCheckpoints`, used by train/checkpoint.py); every other file goes to the bucket through epath.
+
 Also here: the checks and bookkeeping done at start-up (writable, free space, leftover temporary
 checkpoint folders, config changes between a run and its restart) and small JSON helpers.
 """
