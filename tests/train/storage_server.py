@@ -16,9 +16,9 @@ Requests are matched on their description "METHOD path?query name=<object>" (unq
 name from the query, or from the JSON part of a multipart upload, where gcsfs puts it). Every injected fault is counted, so a test can check that it
 happened.
 
-`S3Server`: the S3 API for `s3://` weights (s3fs through etils.epath, pointed at it by `AWS_ENDPOINT_URL`):
-moto's server (in-memory objects) in a thread of the test process, no proxy. Not for workdirs: orbax cannot
-checkpoint to s3:// (tome_jax/train/workdir.py, NO_CHECKPOINTS).
+`S3Server`: the S3 API for `s3://` workdirs and weights (s3fs through etils.epath and
+tome_jax.train.workdir.StagedCheckpoints, pointed at it by `AWS_ENDPOINT_URL`): moto's server (in-memory
+objects) in a thread of the test process, behind the same fault-injecting proxy.
 """
 
 from __future__ import annotations
@@ -175,7 +175,9 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
         for key, value in response.getheaders():
             if key.lower() not in _HOP_HEADERS | {"content-length"}:
                 self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
+        # A HEAD answer has no body but the object's length (S3 clients read an object's size from it).
+        self.send_header("Content-Length", response.getheader("Content-Length", "0") if self.command == "HEAD"
+                         else str(len(data)))
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(data)
@@ -277,18 +279,20 @@ def environ(values: dict[str, str]):
 
 
 class S3Server:
-    """moto's S3 API on a loopback port (in-memory objects, served from a thread of this process), with
-    its buckets created; `env` points botocore-based clients (s3fs) at it with dummy credentials. Use as a
-    context manager; `pytest.importorskip` the `moto` and `s3fs` packages first (requirements-test.txt)."""
+    """moto's S3 API on a loopback port (in-memory objects, served from a thread of this process) behind a
+    `FaultProxy` (requests described as "METHOD /bucket/key?query"), with its buckets created; `env` points
+    botocore-based clients (s3fs) at the proxy with dummy credentials. Use as a context manager;
+    `pytest.importorskip` the `moto` and `s3fs` packages first (requirements-test.txt)."""
 
     def __init__(self, buckets=("bucket",)):
         self.buckets = buckets
         self.port = free_port()
+        self.proxy = FaultProxy(f"127.0.0.1:{self.port}")
         self.server = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.proxy.url
 
     @property
     def env(self) -> dict[str, str]:
@@ -301,9 +305,24 @@ class S3Server:
 
         self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
         self.server.start()
+        threading.Thread(target=self.proxy.serve_forever, daemon=True).start()
         for bucket in self.buckets:  # moto does not check request signatures
             urllib.request.urlopen(urllib.request.Request(f"{self.url}/{bucket}", method="PUT"), timeout=10).read()
         return self
 
+    def objects(self, prefix: str, bucket: str = "bucket") -> list[str]:
+        """Names of the objects under `prefix`, listed by the server itself (no client cache)."""
+        names, token = [], ""
+        while True:
+            query = urllib.parse.urlencode({"list-type": "2", "prefix": prefix,
+                                            **({"continuation-token": token} if token else {})})
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/{bucket}?{query}", timeout=10) as r:
+                page = r.read().decode()
+            names += [urllib.parse.unquote(n) for n in re.findall(r"<Key>([^<]*)</Key>", page)]
+            if not (token := (re.findall(r"<NextContinuationToken>([^<]*)<", page) or [""])[0]):
+                return names
+
     def __exit__(self, *exc) -> None:
+        self.proxy.shutdown()
+        self.proxy.server_close()
         self.server.stop()

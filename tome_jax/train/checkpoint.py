@@ -17,6 +17,12 @@ connection) is not a broken checkpoint: the read is retried a few times with bac
 keeps failing the run stops without falling back (`TransientReadError`). Each step also stores the
 resolved config ("config" item) it was written with; it is read with the step, so a corrupt one
 falls back like any other item.
+
+On s3://, which orbax cannot write (`workdir.STAGED_SCHEMES`), orbax works on a local staging folder
+that `workdir.StagedCheckpoints` mirrors: the marked steps are downloaded when the checkpoints are
+opened, and each save, once orbax has committed it, is uploaded in the background (marker last, old
+steps deleted as orbax deletes them); the next save, `wait` and `close` wait for that upload too, so
+the final save and a SIGTERM's save are in the bucket before the run exits.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from __future__ import annotations
 import errno
 import re
 import time
+from concurrent import futures
 from typing import Any, Callable, NamedTuple
 
 import grain
@@ -122,7 +129,7 @@ class Restored(NamedTuple):
 
 
 class Checkpointer:
-    """directory: a local path or a URL (gs://...), see `workdir.resolve`."""
+    """directory: a local path or a URL (gs://..., s3://... through a staging folder), see `workdir.resolve`."""
 
     def __init__(self, directory: str | epath.Path, *, keep: int, create: bool = True, read_attempts: int = 3,
                  retry_delay: float = 1.0, sleep: Callable[[float], None] = time.sleep):
@@ -131,8 +138,20 @@ class Checkpointer:
         self.directory = workdir_lib.resolve(directory)
         self.read_attempts, self.retry_delay, self.sleep = read_attempts, retry_delay, sleep
         self.pending_step: int | None = None  # a save still being written in the background
+        self.staged = None  # workdir.StagedCheckpoints where orbax cannot write the directory itself
+        self.uploader: futures.ThreadPoolExecutor | None = None  # one background upload at a time
+        self.upload: futures.Future | None = None  # the pending step's upload to a staged directory
+        orbax_directory = self.directory
+        if workdir_lib.is_staged(self.directory):
+            if jax.process_count() > 1:
+                raise workdir_lib.WorkdirError(
+                    f"{self.directory}: checkpoints on {workdir_lib.STAGED_SCHEMES} are staged on one host's disk "
+                    "and uploaded from there, which needs a single process; use a gs:// workdir for multi-host runs.")
+            self.staged = workdir_lib.StagedCheckpoints(self.directory, writable=create)
+            orbax_directory = epath.Path(self.staged.pull())
+            self.uploader = futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="tome_jax_upload")
         self.manager = ocp.CheckpointManager(
-            self.directory,
+            orbax_directory,
             item_handlers={"state": ocp.StandardCheckpointHandler(),
                            "data": grain.checkpoint.CheckpointHandler(),
                            "config": ocp.JsonCheckpointHandler()},
@@ -167,12 +186,32 @@ class Checkpointer:
             items["config"] = ocp.args.JsonSave(config)
         self._reporting_failure(step, lambda: self.manager.save(step, args=ocp.args.Composite(**items)))
         self.pending_step = step
+        if self.staged is not None:
+            self.upload = self.uploader.submit(self._upload, step)
+
+    def _upload(self, step: int) -> None:
+        """In the background: wait for orbax to commit `step` (and delete old steps), then mirror it."""
+        self.manager.wait_until_finished()
+        self.staged.push(step)
 
     def wait(self) -> None:
         """Wait for the save in progress, if any; its failure raises `WorkdirError` naming its step."""
         if self.pending_step is not None:
             step, self.pending_step = self.pending_step, None
             self._reporting_failure(step, self.manager.wait_until_finished)
+            if self.upload is not None:
+                upload, self.upload = self.upload, None
+                self._reporting_failure(step, upload.result)
+
+    def set_aside(self, step: int, name: str) -> epath.Path:
+        """Rename the step folder to `name` (kept, no longer a step; in the bucket too when staged);
+        returns its new path."""
+        if self.staged is not None:
+            self.staged.set_aside(step, name)
+        else:
+            (self.directory / str(step)).rename(self.directory / name)
+        self.manager.reload()
+        return self.directory / name
 
     def _reporting_failure(self, step: int, action: Callable[[], Any]) -> None:
         try:
@@ -186,14 +225,14 @@ class Checkpointer:
 
     def saved_config(self, step: int) -> dict | None:
         """The config saved with `step` (None for checkpoints written before configs were saved)."""
-        if not (self.directory / str(step) / "config").exists():
+        if not (self.manager.directory / str(step) / "config").exists():
             return None
         return self.manager.restore(step, args=ocp.args.Composite(config=ocp.args.JsonRestore()))["config"]
 
     def check_host_count(self, step: int) -> None:
         """The data iterator's position is one file per process ("process_0-of-N.json"); a restart on
         another process count cannot continue the same data order, so say so before any compute."""
-        data_dir = self.directory / str(step) / "data"
+        data_dir = self.manager.directory / str(step) / "data"
         counts = {int(m.group(1)) for f in (data_dir.iterdir() if data_dir.exists() else ())
                   if (m := re.fullmatch(r"process_\d+-of-(\d+)\.json", f.name))}
         if counts and counts != {jax.process_count()}:
@@ -266,7 +305,7 @@ class Checkpointer:
                     for k in sorted(set(saved) | set(ours)) if saved.get(k) != ours.get(k)]
         if problems:
             raise CheckpointMismatchError(
-                f"the checkpoint at step {step} in {self.manager.directory} was written for a different "
+                f"the checkpoint at step {step} in {self.directory} was written for a different "
                 f"model or optimizer ({len(problems)} differences, e.g. {problems[:5]}). Use a new "
                 "--workdir for a new model; nothing in the old workdir was changed.")
 
@@ -299,3 +338,6 @@ class Checkpointer:
             self.wait()
         finally:
             self.manager.close()
+            if self.staged is not None:
+                self.uploader.shutdown()
+                self.staged.close()

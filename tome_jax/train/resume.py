@@ -54,11 +54,8 @@ def restore_or_init(ckpt: Checkpointer, abstract_state, data_iterator, init_fn) 
     if broken and jax.process_index() == 0:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         for s in broken:
-            src = ckpt.directory / str(s)
-            dst = ckpt.directory / f"{s}.unreadable-{stamp}"
-            src.rename(dst)
+            dst = ckpt.set_aside(s, f"{s}.unreadable-{stamp}")
             logging.warning("kept the unreadable checkpoint step %d as %s; resuming from step %d.", s, dst, step)
-        ckpt.manager.reload()
     return Restored(step, state if step is not None else init_fn(), saved_config)
 
 

@@ -5,6 +5,9 @@
 in a workdir (checkpoints, config, metrics, summary, eval results, plots) is built from the returned
 `epath.Path`, so a bucket workdir is written by every host to the bucket, not to local disks.
 
+On `s3://`, which orbax cannot write, checkpoints are staged in a local folder and mirrored to the bucket
+(`StagedCheckpoints`, used by train/checkpoint.py); every other file goes to the bucket through epath.
+
 Also here: the checks and bookkeeping done at start-up (writable, free space, leftover temporary
 checkpoint folders, config changes between a run and its restart) and small JSON helpers.
 """
@@ -14,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 import uuid
 from collections.abc import Mapping
 
@@ -46,26 +50,116 @@ class WorkdirError(OSError):
     """The workdir cannot be written (permissions, full disk): names the path and the free space."""
 
 
-# URL schemes whose checkpoints orbax-checkpoint cannot write. orbax 0.12.8 (pinned, and the newest on the
-# package index in December 2026, with tensorstore 0.1.86) picks TensorStore's kvstore driver from the
-# path itself: `gs://` gets the gcs driver, every other path the local `file` driver. TensorStore has an
-# `s3` driver, but orbax never builds one and takes no kvstore spec from its caller:
-# `build_kvstore_tspec("s3://b/run")` raises "Checkpoint path should be absolute. Got s3:/b/run" at the
-# first save (without OCDBT it would write to a local folder `s3:`). Upstream: google/orbax issue 359
-# and pull request 2739 (S3 support, not merged).
-NO_CHECKPOINTS = {"s3://": "orbax-checkpoint 0.12.8 writes array data to local paths and gs:// only"}
+# URL schemes whose checkpoints orbax-checkpoint cannot write itself, so they are staged locally and mirrored
+# (`StagedCheckpoints`). orbax 0.12.8 (pinned, and the newest on the package index in December 2026, with
+# tensorstore 0.1.86) picks TensorStore's kvstore driver from the path itself: `gs://` gets the gcs driver,
+# every other path the local `file` driver. TensorStore has an `s3` driver, but orbax never builds one and
+# takes no kvstore spec from its caller: `build_kvstore_tspec("s3://b/run")` raises "Checkpoint path should
+# be absolute. Got s3:/b/run" at the first save. Upstream: google/orbax issue 359 and pull request 2739 (S3
+# support, not merged); once orbax writes s3:// itself, this tuple empties and the staging layer goes.
+STAGED_SCHEMES = ("s3://",)
+# The object written last into a mirrored step folder: a step without it was not uploaded whole.
+UPLOADED_MARKER = "tome_jax_uploaded"
+# Where a writer stages a mirrored workdir's checkpoints: <root>/<bucket>/<path>, one folder per workdir.
+STAGING_ROOT = os.path.join("~", ".cache", "tome_jax", "staging")
 
 
 def resolve(path: str | os.PathLike) -> epath.Path:
     """A workdir (or a checkpoint folder in one): `paths.resolve`, which refuses a URL whose storage
-    client is not installed, and a URL scheme orbax cannot checkpoint to (`NO_CHECKPOINTS`); both are
-    refused here, when the run starts, not at its first save."""
-    for prefix, reason in NO_CHECKPOINTS.items():
-        if os.fspath(path).startswith(prefix):
-            raise WorkdirError(f"cannot use {os.fspath(path)} as a workdir: {reason}. Use a gs:// bucket or a "
-                               "local path (copied to S3 after the run: aws s3 sync <workdir> s3://...); weights "
-                               "(config.init.weights) can still be read from s3:// with s3fs installed.")
+    client is not installed when the run starts, not at its first save."""
     return paths.resolve(path)
+
+
+def is_staged(path: epath.Path) -> bool:
+    """True for a URL whose checkpoints orbax cannot write itself (`STAGED_SCHEMES`)."""
+    return os.fspath(path).startswith(STAGED_SCHEMES)
+
+
+def _step_number(name: str) -> int | None:
+    return int(name) if name.isdigit() else None
+
+
+class StagedCheckpoints:
+    """A checkpoint folder on a URL orbax cannot write (s3://), mirrored from a local staging folder.
+
+    orbax reads and writes `local` as it would any local folder. `pull` makes `local` a copy of the
+    steps in `remote` that carry `UPLOADED_MARKER` (once, when the checkpoints are opened); `push(step)`
+    (after orbax committed the step, and after its keep policy deleted old steps locally) uploads the
+    step folder, writes the marker last, then deletes the steps in `remote` that are no longer in
+    `local`. A step folder in `remote` without the marker (an upload cut short) is never read; a writer
+    deletes it at `pull`. Files are moved with the URL's fsspec filesystem (s3fs for s3://).
+
+    remote: the checkpoint folder's URL. writable: a writer stages in `STAGING_ROOT/<bucket>/<path>`
+    (emptied at `pull`: one run per workdir, as for any workdir) and deletes unmarked steps; a reader
+    (eval) stages in a fresh temporary folder, removed by `close`, and changes nothing remote.
+    """
+
+    def __init__(self, remote: epath.Path, *, writable: bool, staging_root: str = STAGING_ROOT):
+        import fsspec  # the storage client paths.resolve checked for
+
+        self.remote = remote
+        self.writable = writable
+        self.url = os.fspath(remote).rstrip("/")
+        self.fs = fsspec.filesystem(self.url.split("://")[0])
+        if writable:
+            bucket_and_path = self.url.split("://", 1)[1]
+            self.local = os.path.join(os.path.expanduser(staging_root), *bucket_and_path.split("/"))
+        else:
+            self.local = tempfile.mkdtemp(prefix="tome_jax_staging_")
+
+    def remote_steps(self) -> dict[int, bool]:
+        """{step: has the marker} for the step folders in `remote`, listed afresh (no cached listing)."""
+        self.fs.invalidate_cache(self.url)
+        if not self.fs.exists(self.url):
+            return {}
+        steps = {}
+        for entry in self.fs.ls(self.url, detail=False, refresh=True):
+            step = _step_number(entry.rstrip("/").rsplit("/", 1)[-1])
+            if step is not None:
+                steps[step] = self.fs.exists(f"{self.url}/{step}/{UPLOADED_MARKER}")
+        return steps
+
+    def pull(self) -> str:
+        """`local` emptied and filled with every marked step of `remote`; returns `local`. A writer also
+        deletes the unmarked step folders in `remote` (uploads cut short)."""
+        shutil.rmtree(self.local, ignore_errors=True)
+        os.makedirs(self.local, exist_ok=True)
+        for step, marked in sorted(self.remote_steps().items()):
+            if marked:
+                self.fs.get(f"{self.url}/{step}/", os.path.join(self.local, str(step)), recursive=True)
+                marker = os.path.join(self.local, str(step), UPLOADED_MARKER)
+                if os.path.exists(marker):
+                    os.remove(marker)
+            elif self.writable:
+                self.fs.rm(f"{self.url}/{step}", recursive=True)
+        return self.local
+
+    def push(self, step: int) -> None:
+        """Upload the finished step folder `local/<step>`, marker last; then delete remote steps that
+        orbax deleted locally (its keep policy)."""
+        target = f"{self.url}/{step}"
+        self.fs.invalidate_cache(self.url)
+        if self.fs.exists(target):  # a step written again after a fallback or a cut upload
+            self.fs.rm(target, recursive=True)
+        self.fs.put(os.path.join(self.local, str(step)) + "/", target, recursive=True)
+        self.fs.pipe(f"{target}/{UPLOADED_MARKER}", b"ok")
+        kept = {s for s in map(_step_number, os.listdir(self.local)) if s is not None}
+        for old in sorted(set(self.remote_steps()) - kept):
+            self.fs.rm(f"{self.url}/{old}", recursive=True)
+
+    def set_aside(self, step: int, name: str) -> None:
+        """Rename the step folder to `name`, locally and in `remote` (kept, no longer a step)."""
+        os.replace(os.path.join(self.local, str(step)), os.path.join(self.local, name))
+        source = f"{self.url}/{step}"
+        self.fs.invalidate_cache(self.url)
+        for path in self.fs.find(source):  # object by object: S3 has no rename of a prefix
+            self.fs.copy(path, f"{self.url}/{name}/{path[len(source.split('://', 1)[1]) + 1:]}")
+        self.fs.rm(source, recursive=True)
+        self.fs.invalidate_cache(self.url)
+
+    def close(self) -> None:
+        if not self.writable:
+            shutil.rmtree(self.local, ignore_errors=True)
 
 
 def free_bytes(path: epath.Path) -> int | None:
