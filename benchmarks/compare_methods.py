@@ -14,8 +14,11 @@ method=)` picks the smallest r meeting it. With `--workdir` the recipe's eval sp
 `--model` only the speed is measured (`tome_jax.choose.method_overhead`). In both, every forward
 (and r=0) and every method's plans alone are timed interleaved in one run: "own %" is the plans'
 time over the forward's at that point (the method's matching / scores / sorting, not the gather
-that applies them). A method missing from the table is not registered in this tree.
-Timings on a shared machine are noisy: compare ratios from one run.
+that applies them). A method that cannot run on the model (`ReductionMethod.not_applicable`, e.g.
+DiffRate's class-token importance on a model without a class token) has one row saying why. A
+method missing from the table is not registered in this tree. `--plot` writes the paper's figure
+(the task's metric against images/s, one line per method). Timings on a shared machine are noisy:
+compare ratios from one run.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks.common import Report, add_json_arg  # noqa: E402
 
-HEADER = ["method", "target FLOPs", "r", "FLOPs x", "tokens out", "top-1 %", "images/s", "speedup", "own %"]
+METRIC_NAMES = {"top1": "top-1 %", "mAP": "mAP %"}  # the task metric's column name
+HEADER = ["method", "target FLOPs", "r", "FLOPs x", "tokens out", "{metric}", "images/s", "speedup", "own %"]
 
 
 def parse_args(argv=None):
@@ -41,6 +45,7 @@ def parse_args(argv=None):
     p.add_argument("--target_flops", default="", help="targets as FLOP ratios to r=0 (instead of --r)")
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--plot", default="", help="write the accuracy-vs-images/s figure here (with --workdir)")
     add_json_arg(p, "compare_methods_NAME")
     args = p.parse_args(argv)
     if bool(args.model) == bool(args.workdir):
@@ -48,14 +53,17 @@ def parse_args(argv=None):
     return args
 
 
-def rows_of(results: dict) -> list[list]:
-    """Table rows from {method: rows} (a row may lack top1: speed only)."""
+def rows_of(results: dict, metric: str, skipped: dict[str, str]) -> list[list]:
+    """Table rows from {method: rows} (a row may lack the metric: speed only), then one row per
+    method in `skipped` ({method: why it does not apply})."""
     out = []
     for method, rows in results.items():
         for row in rows:
             out.append([method, f"{row['target_flops']:.3f}", row["r"], f"{row['flops_ratio']:.3f}", row["tokens_out"],
-                        f"{row['top1']:.2f}" if "top1" in row else "-", f"{row['images_per_sec']:.1f}",
+                        f"{row[metric]:.2f}" if metric in row else "-", f"{row['images_per_sec']:.1f}",
                         f"{row['speedup']:.2f}x", f"{100 * row['overhead']:.2f}"])
+    for method, reason in skipped.items():
+        out.append([method, f"not applicable: {reason}"] + [""] * 7)
     return out
 
 
@@ -110,17 +118,26 @@ def main(argv=None):
     targets = ([float(t) for t in args.target_flops.split(",")] if args.target_flops
                else evaluate.flops_targets(model, r_values))
     print(f"{title}\nmethods {', '.join(methods)}; target FLOP ratios {', '.join(f'{t:.3f}' for t in targets)}")
+    skipped = evaluate.not_applicable(model, methods)
     if args.workdir:
         results = evaluate.compare_methods(config, model, methods, targets, batch_size=args.batch_size,
                                            repeats=args.repeats)
     else:
-        results = speed_only(model, methods, targets, args.batch_size, args.repeats)
-    print(report.table("methods", HEADER, rows_of(results), align="lrrrrrrrr"))
+        results = speed_only(model, [m for m in methods if m not in skipped], targets, args.batch_size, args.repeats)
+    from tome_jax.train import report as report_lib
+
+    metric = report_lib.headline(results) if args.workdir else "top1"
+    header = [h.format(metric=METRIC_NAMES.get(metric, metric)) for h in HEADER]
+    print(report.table("methods", header, rows_of(results, metric, skipped), align="lrrrrrrrr"))
     base = next((row["baseline_images_per_sec"] for rows in results.values() for row in rows), None)
     print(report.note("methods", f"{title}; batch {args.batch_size}, median of {args.repeats} interleaved "
                                  f"rounds; speedup over r=0 ({base:.1f} images/s, same run); own % = the "
                                  "method's plans timed alone over the forward"))
     report.write(args.json)
+    if args.plot and args.workdir:
+        fig = report_lib.plot_accuracy_vs_throughput(results, f"{title}: methods at matched FLOPs")
+        fig.savefig(args.plot, dpi=120)
+        print("wrote", args.plot)
 
 
 if __name__ == "__main__":

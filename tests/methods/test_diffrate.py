@@ -16,7 +16,7 @@ from flax import nnx
 
 import tome_jax
 from tests.models.test_vit import FIXTURES, forward, load_small, rel_err
-from tome_jax.methods.diffrate import PUBLISHED, DiffRateOptions, kept_counts
+from tome_jax.methods.diffrate import PUBLISHED, DiffRateOptions, importance, kept_counts
 from tome_jax.reduction import TokenReduction
 
 # fixture tag -> (r, options): how the authors' schedules are spelled here. The fixture also holds
@@ -126,3 +126,21 @@ def test_plain_sizes_option_counts_tokens_and_undo_zeros_pruned():
     back = np.asarray(back)
     np.testing.assert_allclose(back, np.einsum("bot,boc->btc", source, np.asarray(out)), rtol=1e-6)
     assert (back[source.sum(axis=1) == 0] == 0).all()  # the pruned token comes back as zeros
+
+
+def test_without_a_class_token_it_is_not_applicable_unless_importance_is_received():
+    """Their importance is the class token's row: a model without one gets the reason, from
+    `not_applicable` and from the plan; importance="received" (ours) ranks by the attention each
+    token receives."""
+    attn = np.random.default_rng(0).dirichlet(np.ones(9), size=(2, 2, 9)).astype(np.float32)  # [B, H, T, T]
+    theirs = TokenReduction(method="diffrate", r=(3,), protected=0)
+    assert "no class token" in theirs.reducer.not_applicable(0)
+    assert theirs.reducer.not_applicable(1) is None  # with a class token it applies
+    with pytest.raises(ValueError, match="no class token; options importance='received'"):
+        theirs.plan(0, attn[:, 0], x=attn[:, 0], attn=attn)
+    with pytest.raises(ValueError, match="importance must be one of class_token, received"):
+        DiffRateOptions(importance="cls")
+    ours = TokenReduction(method="diffrate", r=(3,), protected=0, options=dict(importance="received"))
+    assert ours.reducer.not_applicable(0) is None
+    np.testing.assert_allclose(np.asarray(importance(attn, 0, "received")), attn.mean(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(importance(attn, 1, "received")), attn.mean(axis=(1, 2))[:, 1:], rtol=1e-6)

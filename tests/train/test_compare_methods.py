@@ -4,6 +4,7 @@ the method's own share, one line per method in the report."""
 import os
 
 import pytest
+from flax import nnx
 
 import tome_jax
 from tests.train.test_loop import tiny_config
@@ -56,3 +57,18 @@ def test_parse_methods():
     assert "none" not in every and {"bipartite", "diffrate", "prune", "random"} <= set(every)
     with pytest.raises(ValueError, match="registered: bipartite"):
         evaluate.parse_methods("bipartite,nonesuch")
+
+
+def test_a_method_that_cannot_run_on_the_model_is_listed_with_its_reason(capsys):
+    """DiffRate ranks by the class token's attention: on a model without a class token the seam
+    (`ReductionMethod.not_applicable`) says why, and compare_methods reports it instead of running it."""
+    config = tiny_config(**{"model.class_token": False, "model.global_pool": "avg"})
+    shapes = lambda config: nnx.eval_shape(lambda: loop.build_model(config, load_weights=False))  # noqa: E731
+    model = shapes(config)  # no weights needed: nothing is run
+    assert model.token_counts(0)[0] == 16  # no class token
+    reasons = evaluate.not_applicable(model, ["bipartite", "diffrate"])
+    assert list(reasons) == ["diffrate"] and "no class token" in reasons["diffrate"]
+    assert evaluate.compare_methods(config, model, ["diffrate"], [TARGET], batch_size=64, repeats=1) == {}
+    assert "diffrate: not applicable to this model: diffrate ranks tokens by the class token" in capsys.readouterr().out
+    assert model.method == "bipartite" and model.r == 2
+    assert evaluate.not_applicable(shapes(tiny_config()), ["bipartite", "diffrate"]) == {}

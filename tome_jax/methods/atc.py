@@ -13,7 +13,7 @@ being, after joining i and j,
 
 Each cluster becomes one token by the size-weighted mean (their `merge_wavg`), sources by union.
 Here: a `lax.fori_loop` of T - K joins over the [T, T] matrix (static shapes, vmapped over the
-batch). Ties: the pair (i, j), i < j, with the smallest distance, the first in row-major order
+batch), each row keeping its nearest cluster so a join costs O(T), not a scan of the matrix. Ties: the pair (i, j), i < j, with the smallest distance, the first in row-major order
 (lowest i, then lowest j); j joins i, so a cluster is named by its smallest token index and the
 output tokens are [protected, clusters by smallest member] (their order is scikit-learn's label ids;
 the groups are the same).
@@ -52,15 +52,35 @@ def cosine_distances(metric: jax.Array) -> jax.Array:
 
 def agglomerate(dist: jax.Array, clusters: int, linkage: str = "average") -> jax.Array:
     """Agglomerative clustering of one image: dist [T, T] -> label [T], each token's cluster named by
-    the cluster's smallest token index (so `label[i] == i` marks the K = `clusters` representatives)."""
+    the cluster's smallest token index (so `label[i] == i` marks the K = `clusters` representatives).
+
+    Each row i keeps its nearest cluster to the right (`near[i]`, the first j > i at the row's
+    smallest distance `near_d[i]`), so the closest pair, first in row-major order, is row
+    argmin(near_d) and its `near`: O(T) per join instead of a scan of the [T, T] matrix. A join of
+    i and j changes row i, column i and removes j; the rows whose nearest was i or j (and row i)
+    are rescanned (O(T) each), every other row only compares its new distance to i (a joined
+    distance is never below both old ones, for all three linkages, so an unaffected nearest stays
+    nearest unless the new distance to i ties or beats it). Same joins, same order, as scanning the
+    whole matrix each time."""
     tokens = dist.shape[0]
-    upper = jnp.triu(jnp.ones((tokens, tokens), bool), k=1)
     index = jnp.arange(tokens)
 
+    def nearest(row: jax.Array, k: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """The smallest distance right of k in `row`, and its first column."""
+        right = jnp.where(index > k, row, jnp.inf)
+        j = jnp.argmin(right)
+        return right[j], j
+
+    def rescan(state):
+        d, stale, near_d, near = state
+        k = jnp.argmax(stale)
+        value, j = nearest(d[k], k)
+        return d, stale.at[k].set(False), near_d.at[k].set(value), near.at[k].set(j)
+
     def join(_, state):
-        d, size, label = state
-        flat = jnp.argmin(jnp.where(upper, d, jnp.inf))  # first minimum in row-major order: i < j
-        i, j = flat // tokens, flat % tokens
+        d, size, label, near_d, near = state
+        i = jnp.argmin(near_d)  # the first row holding the smallest distance, then its first column
+        j = near[i]
         if linkage == "average":
             row = (size[i] * d[i] + size[j] * d[j]) / (size[i] + size[j])
         elif linkage == "complete":
@@ -69,10 +89,18 @@ def agglomerate(dist: jax.Array, clusters: int, linkage: str = "average") -> jax
             row = jnp.minimum(d[i], d[j])
         row = jnp.where((index == i) | (index == j), jnp.inf, row)
         d = d.at[i].set(row).at[:, i].set(row).at[j].set(jnp.inf).at[:, j].set(jnp.inf)
-        return d, size.at[i].add(size[j]).at[j].set(0.0), jnp.where(label == j, i, label)
+        stale = (near == i) | (near == j) | (index == i)
+        # a row left of i whose nearest stays: does its new distance to i beat (or tie, at a lower column) it?
+        closer = ~stale & (index < i) & ((row < near_d) | ((row == near_d) & (i < near)))
+        near_d, near = jnp.where(closer, row, near_d), jnp.where(closer, i, near)
+        stale = stale.at[j].set(False)
+        near_d, near = near_d.at[j].set(jnp.inf), near.at[j].set(j)  # j is gone: no row's nearest
+        d, _, near_d, near = jax.lax.while_loop(lambda s: s[1].any(), rescan, (d, stale, near_d, near))
+        return d, size.at[i].add(size[j]).at[j].set(0.0), jnp.where(label == j, i, label), near_d, near
 
     d0 = jnp.where(jnp.eye(tokens, dtype=bool), jnp.inf, dist.astype(jnp.float32))
-    state = (d0, jnp.ones(tokens, jnp.float32), index)
+    upper = jnp.where(index[None, :] > index[:, None], d0, jnp.inf)
+    state = (d0, jnp.ones(tokens, jnp.float32), index, upper.min(axis=1), jnp.argmin(upper, axis=1))
     return jax.lax.fori_loop(0, tokens - clusters, join, state)[2]
 
 

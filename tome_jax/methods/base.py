@@ -103,6 +103,13 @@ class ReductionMethod:
         first block's extra prune) overrides this instead."""
         return self.tokens_after(r, tokens, protected)
 
+    def not_applicable(self, protected: int) -> str | None:
+        """Why this method, with its options, cannot run on a model with `protected` prefix tokens
+        (0: no class token), or None when it can. A method whose rule reads a token the model lacks
+        (DiffRate's importance is the class token's attention) says so here; its `plan` raises the
+        same reason, and `evaluate.compare_methods` lists it as not applicable with it."""
+        return None
+
     def plan(self, inputs: LayerInputs) -> Any:
         """The layer's plan (a pytree), or None when nothing is reduced. Called only when
         `tokens_after` says the count changes."""

@@ -26,8 +26,9 @@ are `PUBLISHED`; `published="deit_small_patch16_224@2.9"` or explicit `prune_kep
 tuples set the counts per block (r is then only the switch: a block with r = 0 keeps everything).
 
 Where we differ (documented in docs/methods.md): a distill token (protected=2) is kept and never a
-destination (theirs ranks it like a patch); with no class token (protected=0) the importance is the
-attention each token receives, averaged over heads and queries (theirs assumes a class token);
+destination (theirs ranks it like a patch); their importance needs a class token, so on a model
+without one (protected=0) the method is not applicable (`not_applicable`; `plan` raises) unless
+`importance="received"`: the attention each token receives, averaged over heads and queries (ours);
 ties in importance keep the lower index first (torch.sort is not stable) and a merge tie goes to
 the first destination; with r = 0 block 0 prunes nothing (their helper would still prune one).
 The ordering and matching carry no gradient (their `.detach()`); the merged values do.
@@ -105,6 +106,9 @@ PUBLISHED: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {
 }
 
 
+IMPORTANCE = ("class_token", "received")  # what ranks the tokens: theirs, or ours for models without one
+
+
 @dataclasses.dataclass(frozen=True)
 class DiffRateOptions:
     """prune_kept / merge_kept: tokens kept after pruning / after merging, per block, class token
@@ -112,15 +116,20 @@ class DiffRateOptions:
     of `PUBLISHED` ("deit_small_patch16_224@2.9"), their searched schedule. count_patches: the r
     helper's count, starting at the patch count (block 0 prunes one extra token), as their code does;
     False starts at the model's token count. similarity_size: merged sizes add each source's size
-    times its similarity (their inference); False adds plain sizes (sizes count tokens)."""
+    times its similarity (their inference); False adds plain sizes (sizes count tokens). importance:
+    "class_token" (theirs: the class token's attention; a model without one cannot use it) or
+    "received" (ours: the attention each token receives, mean over heads and queries; any model)."""
 
     prune_kept: tuple[int, ...] = ()
     merge_kept: tuple[int, ...] = ()
     published: str = ""
     count_patches: bool = True
     similarity_size: bool = True
+    importance: str = "class_token"
 
     def __post_init__(self):
+        if self.importance not in IMPORTANCE:
+            raise ValueError(f"diffrate: importance must be one of {', '.join(IMPORTANCE)}, got {self.importance!r}.")
         if len(self.prune_kept) != len(self.merge_kept):
             raise ValueError(f"diffrate: prune_kept and merge_kept need one entry per block each, got "
                              f"{len(self.prune_kept)} and {len(self.merge_kept)}.")
@@ -154,14 +163,20 @@ def kept_counts(layer: int, r: int, tokens: int, protected: int, options: DiffRa
     return n, n - min(r, n // 2)
 
 
-def importance(attn: jax.Array, protected: int) -> jax.Array:
+def importance(attn: jax.Array, protected: int, kind: str = "class_token") -> jax.Array:
     """attn [B, H, T, T] softmax probabilities -> importance [B, T - protected] of the unprotected
-    tokens: the class token's attention to them (mean over heads); with no class token, the
-    attention each token receives (mean over heads and queries)."""
+    tokens: kind "class_token", the class token's attention to them (mean over heads; needs
+    protected >= 1); "received", the attention each token receives (mean over heads and queries)."""
+    if kind == "class_token" and protected == 0:
+        raise ValueError(NO_CLASS_TOKEN)
     attn = jax.lax.stop_gradient(attn).astype(jnp.float32)
-    if protected == 0:
-        return attn.mean(axis=(1, 2))
+    if kind == "received":
+        return attn.mean(axis=(1, 2))[:, protected:]
     return attn[:, :, 0, protected:].mean(axis=1)
+
+
+NO_CLASS_TOKEN = ("diffrate ranks tokens by the class token's attention and the model has no class token; "
+                  "options importance='received' ranks by the attention each token receives (not the authors' rule)")
 
 
 @jax.tree_util.register_dataclass
@@ -204,6 +219,9 @@ class DiffRate(ReductionMethod):
 
     needs_attention = True
 
+    def not_applicable(self, protected: int) -> str | None:
+        return NO_CLASS_TOKEN if protected == 0 and self.options.importance == "class_token" else None
+
     def layer_tokens_after(self, layer: int, r: int, tokens: int, protected: int) -> int:
         return kept_counts(layer, r, tokens, protected, self.options)[1]
 
@@ -215,8 +233,8 @@ class DiffRate(ReductionMethod):
             raise ValueError("method='diffrate' needs the block's attention probabilities and tokens.")
         tokens = inputs.x.shape[1]
         prune_kept, merge_kept = kept_counts(inputs.layer, inputs.r, tokens, inputs.protected, self.options)
-        return diffrate_plan(importance(inputs.attn, inputs.protected), inputs.x, prune_kept, merge_kept,
-                             inputs.protected)
+        score = importance(inputs.attn, inputs.protected, self.options.importance)
+        return diffrate_plan(score, inputs.x, prune_kept, merge_kept, inputs.protected)
 
     def reduce(self, plan: DiffRatePlan, x, size, source):
         """x: the plain mean of each group; size: + each source's size (times its similarity with

@@ -157,12 +157,33 @@ def compare_methods(config: ml_collections.ConfigDict, model, methods: list[str]
     so the report plots one line per method from the same start. A row has method, target_flops,
     flops_ratio, r, the metrics, examples, gflops, tokens_out, images_per_sec, speedup,
     baseline_images_per_sec and overhead (a fraction). A target a method cannot reach is skipped,
-    with a line on stdout. The model's method, options and r are left as they were."""
+    with a line on stdout. A method that cannot run on this model (`not_applicable`: e.g. DiffRate's
+    class-token importance on a model without a class token) is left out with a line on stdout
+    giving the reason. The model's method, options and r are left as they were."""
     with method_set(model):
         return _compare_methods(config, model, methods, targets, batch_size, repeats)
 
 
+def not_applicable(model, methods: list[str]) -> dict[str, str]:
+    """{method: why it cannot run on `model`} for those of `methods` that cannot, asked through the
+    seam (`ReductionMethod.not_applicable` with the model's protected prefix-token count and the
+    method's default options). The model's method, options and r are left as they were."""
+    reasons = {}
+    for method in methods:
+        with method_set(model, method):
+            reason = model.reduction.reducer.not_applicable(model.reduction.protected)
+        if reason is not None:
+            reasons[method] = reason
+    return reasons
+
+
 def _compare_methods(config, model, methods, targets, batch_size, repeats) -> dict[str, list[dict]]:
+    skipped = not_applicable(model, methods)
+    for method, reason in skipped.items():
+        print(f"{method}: not applicable to this model: {reason}")
+    methods = [m for m in methods if m not in skipped]
+    if not methods:
+        return {}
     setup = EvalSetup(config, model, batch_size)
     base_flops = tome_jax.count_flops(model, r=0)
     baseline = {"method": model.method, "target_flops": 1.0, "flops_ratio": 1.0, "r": 0, **setup.metrics(0),
