@@ -96,8 +96,6 @@ def main(argv=None):
     add_json_arg(p, "dit_digits.json")
     args = p.parse_args(argv)
 
-    from flax import nnx
-
     from tome_jax import count_flops
     from tome_jax.models import diffusion
     from tome_jax.train import checkpoint, evaluate, loop

@@ -3,7 +3,6 @@ FLOPs (`compare_methods`): the library behind `eval.py`."""
 
 from __future__ import annotations
 
-import os
 
 import jax
 import ml_collections
