@@ -37,6 +37,9 @@ _made = []
 def pytest_configure(config):
     del config
     runtime.tune_allocator()
+    # Training runs compile in-process here (tests/train/test_loop.py checks the child-process path):
+    # a child per run would cost seconds each, and its cache is not this session's.
+    os.environ.setdefault(runtime.COMPILE_IN_CHILD_ENV, "0")
     flags = os.environ.get("XLA_FLAGS", "")
     if "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {_FAST_COMPILE}".strip()

@@ -25,6 +25,7 @@ import platform
 CACHE_ENV = "TOME_JAX_CACHE_DIR"
 DEFAULT_CACHE_DIR = os.path.join("~", ".cache", "tome_jax", "jax")
 MALLOC_ENV = "TOME_JAX_MALLOC"
+COMPILE_IN_CHILD_ENV = "TOME_JAX_COMPILE_IN_CHILD"
 # glibc's mallopt parameters (malloc.h).
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8
 _KEEP_BYTES = 1 << 30
@@ -34,6 +35,18 @@ def cache_dir() -> str | None:
     """The compilation cache folder from the environment (None: disabled)."""
     value = os.environ.get(CACHE_ENV, DEFAULT_CACHE_DIR)
     return None if value.strip().lower() in ("", "off", "0", "none") else os.path.expanduser(value)
+
+
+def compile_in_child() -> bool:
+    """Whether a training run compiles its train step and eval program in a child process, into the
+    persistent compilation cache (`tome_jax.train.loop._compile_in_child` says why): on the CPU
+    backend, in a single-process run, with the cache on; $TOME_JAX_COMPILE_IN_CHILD=0 turns it off."""
+    import jax
+
+    if os.environ.get(COMPILE_IN_CHILD_ENV, "1").strip().lower() in ("0", "off", "false", "no"):
+        return False
+    return (jax.default_backend() == "cpu" and jax.process_count() == 1
+            and bool(jax.config.jax_compilation_cache_dir))
 
 
 def tune_allocator() -> bool:

@@ -150,9 +150,15 @@ REFERENCE_STEPS = ["--config.total_steps=6", "--config.checkpoint_every_steps=10
 
 @pytest.fixture(scope="module")
 def one_device_losses(tmp_path_factory):
-    """The losses of train.py's REFERENCE_STEPS steps in one process on one device: [6]."""
-    workdir = tmp_path_factory.mktemp("one_device")
-    run_train(workdir, *REFERENCE_STEPS)
+    """The losses of train.py's REFERENCE_STEPS steps in one process on one device: [6]. The run
+    compiles its train step and eval program in a child process (into an empty compilation cache)
+    and loads them from the cache (`loop._compile_in_child`), as train.py does on CPU."""
+    workdir, cache = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("one_device_cache")
+    out = run_train(workdir, *REFERENCE_STEPS, env={"TOME_JAX_COMPILE_IN_CHILD": "1", "TOME_JAX_CACHE_DIR": str(cache),
+                                                    "JAX_LOG_COMPILES": "1"})
+    assert "compiling in a child process failed" not in out
+    for program in ("jit_train_step", "jit_forward"):  # loaded, not compiled, by train.py itself
+        assert f"Persistent compilation cache hit for '{program}'" in out, out[-3000:]
     return losses(workdir)
 
 

@@ -23,6 +23,7 @@ from jax.experimental import multihost_utils
 
 import tome_jax
 from tome_jax import data as data_lib
+from tome_jax import runtime
 from tome_jax.models.compiled import CompiledForward, compile_in_background
 from tome_jax.models.registry import describe_model
 from tome_jax.reduction import SETTINGS
@@ -134,6 +135,86 @@ def _total_steps(config, num_train: int) -> tuple[int, int]:
     return total, warmup
 
 
+class _RunPrograms:
+    """What a run computes with, built from its config alone, so that a child process builds the same
+    programs (`_compile_in_child`): the mesh, the data, the task, the model, the train state's
+    setup, the jitted train step and the eval program (eval mode, the recipe's schedule)."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        if config.batch_size % jax.device_count():
+            raise ValueError(f"batch_size={config.batch_size} is not divisible by the {jax.device_count()} "
+                             f"devices; use a multiple of {jax.device_count()}.")
+        self.config = config
+        self.mesh = sharding_lib.make_mesh(config.mesh.model)
+        self.batch_sharding = sharding_lib.batch_sharding(self.mesh)
+        data_cfg = self.data_cfg = data_lib.resolve_config(config.data)  # once per run; passed down
+        train_source = data_lib.make_source(data_cfg, data_cfg.split_train)  # fails early if missing
+        eval_source = data_lib.make_source(data_cfg, data_cfg.split_eval)
+        self.train_ds = data_lib.make_dataset(data_cfg, data_cfg.split_train, global_batch_size=config.batch_size,
+                                              train=True, seed=config.seed, source=train_source)
+        self.eval_ds = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=config.batch_size,
+                                             train=False, seed=config.seed, source=eval_source)
+        self.total_steps, warmup_steps = _total_steps(config, len(train_source))
+
+        self.task = task = tasks.make_task(config)
+        self.model = model = build_model(config)
+        # The eval forward (eval mode, the recipe's schedule), compiled once; then train mode.
+        evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, normalized(batch, data_cfg)))
+        model.eval()
+        self.eval_fn, _, self.eval_rest = evaluator.compiled()
+        self.setup = setup = build_train_state(config, model, total_steps=self.total_steps,
+                                               warmup_steps=warmup_steps, mesh=self.mesh)
+        self.train_step = jax.jit(make_train_step(setup.graphdef, setup.rest, setup.tx, setup.schedule, config,
+                                                  task, data_cfg),
+                                  in_shardings=(setup.shardings, self.batch_sharding),
+                                  out_shardings=(setup.shardings, None), donate_argnums=0)
+
+    def first_batch(self, dataset) -> dict:
+        return sharding_lib.global_batch(next(iter(dataset)), self.batch_sharding)
+
+    def lowered_eval(self):
+        params = self.setup.abstract.ema_params if self.config.optimizer.ema_decay > 0 else self.setup.abstract.params
+        return self.eval_fn.lower(params, self.eval_rest, self.first_batch(self.eval_ds))
+
+    def lowered_train_step(self):
+        return self.train_step.lower(self.setup.abstract, self.first_batch(self.train_ds))
+
+
+def _compile_in_child(config: ml_collections.ConfigDict) -> None:
+    """Compile the run's train step and eval program in a child process, into the persistent
+    compilation cache, from which this process then loads them.
+
+    Why: on CPU, XLA runs every program about 2x slower in a process that has compiled a large
+    program itself than in one that loaded it from the cache (the digits recipe's train step: 53-69
+    ms vs 106-126 ms per step on 2 AMD EPYC cores, measured back to back; the same executable,
+    reloaded in the compiling process, stays slow). A child costs its start-up (imports, building
+    the model: a few seconds). Off with $TOME_JAX_COMPILE_IN_CHILD=0 (`runtime.compile_in_child`)."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".pkl") as f:
+        pickle.dump(config, f)
+        f.flush()
+        code = "import sys; from tome_jax.train import loop; loop._compile_programs(sys.argv[1])"
+        done = subprocess.run([sys.executable, "-c", code, f.name], check=False)
+    if done.returncode != 0:  # not fatal: this process compiles them itself
+        print(f"compiling in a child process failed (exit {done.returncode}); compiling here.", flush=True)
+
+
+def _compile_programs(config_path: str) -> None:
+    """The child of `_compile_in_child`: build the run's programs and compile them (eval in a thread)."""
+    import pickle
+
+    runtime.configure()
+    with open(config_path, "rb") as f:
+        run = _RunPrograms(pickle.load(f))
+    pending = compile_in_background(run.lowered_eval())
+    run.lowered_train_step().compile()
+    pending.result()
+
+
 # ----------------------------------------------------------------------------- the loop
 
 
@@ -148,28 +229,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal) -> dict:
     start_time = time.time()
     lead = jax.process_index() == 0
-    if config.batch_size % jax.device_count():
-        raise ValueError(f"batch_size={config.batch_size} is not divisible by the {jax.device_count()} devices; "
-                         f"use a multiple of {jax.device_count()}.")
-    mesh = sharding_lib.make_mesh(config.mesh.model)
-    batch_sharding = sharding_lib.batch_sharding(mesh)
-
-    data_cfg = data_lib.resolve_config(config.data)  # once per run; passed down from here
-    train_source = data_lib.make_source(data_cfg, data_cfg.split_train)  # fails early if missing
-    eval_source = data_lib.make_source(data_cfg, data_cfg.split_eval)
-    train_ds = data_lib.make_dataset(data_cfg, data_cfg.split_train, global_batch_size=config.batch_size,
-                                     train=True, seed=config.seed, source=train_source)
-    eval_ds = data_lib.make_dataset(data_cfg, data_cfg.split_eval, global_batch_size=config.batch_size,
-                                    train=False, seed=config.seed, source=eval_source)
-    total_steps, warmup_steps = _total_steps(config, len(train_source))
-
-    task = tasks.make_task(config)
-    model = build_model(config)
-    # The eval forward (eval mode, the recipe's schedule), compiled once; then train mode.
-    evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, normalized(batch, data_cfg)))
-    model.eval()
-    eval_fn, _, eval_rest = evaluator.compiled()
-    setup = build_train_state(config, model, total_steps=total_steps, warmup_steps=warmup_steps, mesh=mesh)
+    run = _RunPrograms(config)
+    batch_sharding, train_ds, eval_ds = run.batch_sharding, run.train_ds, run.eval_ds
+    task, model, setup, total_steps = run.task, run.model, run.setup, run.total_steps
+    eval_fn, eval_rest = run.eval_fn, run.eval_rest
 
     ckpt = resume.open_checkpoints(workdir, setup.abstract, keep=config.keep_checkpoints)
     train_iter = iter(train_ds)
@@ -179,15 +242,10 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
         ckpt.close()
         return finished
 
-    train_step = jax.jit(make_train_step(setup.graphdef, setup.rest, setup.tx, setup.schedule, config, task,
-                                         data_cfg),
-                         in_shardings=(setup.shardings, batch_sharding), out_shardings=(setup.shardings, None),
-                         donate_argnums=0)
-    # The eval program compiles in a second thread while the first train step compiles: on 2 cores
-    # the run's two big programs then take about the time of the larger one.
-    eval_params_spec = setup.abstract.ema_params if config.optimizer.ema_decay > 0 else setup.abstract.params
-    compile_in_background(eval_fn.lower(eval_params_spec, eval_rest,
-                                        sharding_lib.global_batch(next(iter(eval_ds)), batch_sharding)))
+    if runtime.compile_in_child():
+        _compile_in_child(config)  # the two big programs, into the persistent cache: loaded below
+    train_step = run.train_step
+    compile_in_background(run.lowered_eval())
     step = int(state.step)
     writer = MetricWriter(workdir, resume_step=latest)
     policy = preemption.CheckpointPolicy(stop_signal, every_steps=config.checkpoint_every_steps,
