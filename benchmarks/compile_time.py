@@ -5,11 +5,8 @@
 
 For each model, in one process: the forward of every r in the sweep through one
 `tome_jax.CompiledForward` (what eval.py, choose_r and the benchmarks use), run once on `--batch`
-random images. Four passes per model:
-- cold, parallel: `CompiledForward.precompile` (what eval.py's sweep does): every r traced, then
-  XLA compiles them in parallel threads, one per core, with its own empty cache;
-- cold: an empty persistent compilation cache (a fresh temporary folder): XLA compiles every program,
-  one after the other as each r is first called;
+random images. Three passes per model:
+- cold: an empty persistent compilation cache (a fresh temporary folder): XLA compiles every program;
 - warm (disk): a new `CompiledForward` (a new process would do the same), the cache now full:
   JAX traces and lowers again, XLA's executables are loaded from disk;
 - warm (memory): the same `CompiledForward` again: nothing is traced or compiled.
@@ -53,15 +50,6 @@ def sweep(forward, rs, images) -> None:
         jax.block_until_ready(fn(params, rest, images))
 
 
-def use_empty_cache() -> None:
-    """Point JAX's persistent compilation cache at a new empty folder (JAX reads the setting once,
-    so its cache state is reset: a private function, used by this benchmark only)."""
-    from jax._src import compilation_cache
-
-    jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="tome_jax_compile_time_"))
-    compilation_cache.reset_cache()
-
-
 def measured(timer: CompileTimer, run) -> tuple[float, float, int, int]:
     """(wall s, compile s, programs, from cache) of run()."""
     before = (timer.seconds, timer.programs, timer.cache_hits)
@@ -76,6 +64,8 @@ def main(argv=None):
     args = parse_args(argv)
     report = Report()
     print("\n".join(report.machine), flush=True)
+    cache = tempfile.mkdtemp(prefix="tome_jax_compile_time_")  # empty: the cold pass compiles everything
+    jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     timer = CompileTimer()
@@ -86,9 +76,8 @@ def main(argv=None):
         dtype = None if args.dtype == "float32" else args.dtype
         model = tome_jax.create_model(name, dtype=dtype)
         (images,) = model.example_inputs(args.batch)
-        parallel, forward = tome_jax.CompiledForward(model), tome_jax.CompiledForward(model)
-        passes = {"cold, parallel": lambda: (use_empty_cache(), parallel.precompile(rs, images)),
-                  "cold": lambda: (use_empty_cache(), sweep(forward, rs, images))}
+        forward = tome_jax.CompiledForward(model)
+        passes = {"cold": lambda: sweep(forward, rs, images)}
         again = tome_jax.CompiledForward(model)
         passes["warm (disk)"] = lambda: sweep(again, rs, images)
         passes["warm (memory)"] = lambda: sweep(again, rs, images)

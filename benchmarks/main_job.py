@@ -98,7 +98,7 @@ def eval_sweep(run_: dict, r_values: str, batch_size: int, cache: str) -> dict:
     if not {"0", str(run_["r"])} <= rows.keys():
         raise ValueError(f"--eval_r must include 0 and the recipe's r ({run_['r']}), got {r_values}.")
     trained, base = rows[str(run_["r"])], rows["0"]
-    found = re.search(r"compile: ([0-9.]+) s (?:\(summed over threads\) )?making (\d+) XLA programs \((\d+) loaded", text)
+    found = re.search(r"compile: ([0-9.]+) s making (\d+) XLA programs \((\d+) loaded", text)
     return {"top1_r0": base["top1"], "top1_trained_r": trained["top1"], "speedup": trained["speedup"],
             "images_per_sec_r0": base["images_per_sec"], "compile_s": float(found.group(1)),
             "programs": int(found.group(2)), "from_cache": int(found.group(3)), "command_s": seconds}

@@ -66,8 +66,6 @@ class CompileTimer:
     compiling or loading from the persistent compilation cache (JAX's own monitoring events).
 
     `programs` counts backend compiles requested, `cache_hits` those the persistent cache answered.
-    Programs compiled in parallel threads (`CompiledForward.precompile`) add their own seconds each,
-    so `seconds` can exceed the wall time they took.
     JAX has no public way to remove a listener, so make one per command (eval.py makes one).
     """
 
@@ -85,5 +83,5 @@ class CompileTimer:
         self.cache_hits += event == "/jax/compilation_cache/cache_hits"
 
     def __str__(self) -> str:
-        return (f"{self.seconds:.1f} s (summed over threads) making {self.programs} XLA programs "
+        return (f"{self.seconds:.1f} s making {self.programs} XLA programs "
                 f"({self.cache_hits} loaded from the compilation cache)")

@@ -118,21 +118,6 @@ def test_each_method_compiles_once_per_schedule():
     assert info["size"].shape[1] == 11  # 17 -> 14 -> 11: prune removes as many tokens as merging
 
 
-def test_precompiled_schedules_are_reused_by_later_calls():
-    from tome_jax.timing import CompileTimer
-
-    model = tome_jax.create_model("vit_tiny_patch16_224", img_size=16, patch_size=4, embed_dim=32, depth=2,
-                                  num_heads=2, num_classes=4)
-    model.r = 2
-    forward = CompiledForward(model)
-    images, other_images = jax.random.normal(jax.random.key(0), (2, 2, 16, 16, 3))
-    compiles = CompileTimer()
-    forward.precompile([0, 3], images)
-    assert compiles.programs == 2 and model.r == 2  # compiled both; the schedule left as it was
-    logits = {r: forward(other_images, r=r) for r in (0, 3)}
-    assert compiles.programs == 2 and set(forward.traces.values()) == {1}  # no new trace or compile
-    assert not np.allclose(logits[0], logits[3])
-
 def test_apply_tome_is_the_one_door_and_changes_only_what_it_is_given():
     import inspect
 

@@ -10,15 +10,12 @@ it, so "images/s at r" means one thing everywhere.
     logits = forward(images, r=16)             # compiles on first use of r=16
     fn, params, rest = forward.compiled(r=16)  # the jitted pure function and the model's state
     logits = fn(params, rest, images)          # params: nnx.Param state (e.g. a train state's)
-    forward.precompile([0, 8, 16], images)     # several schedules' XLA compiles in parallel threads
 """
 
 from __future__ import annotations
 
 import collections
-import os
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import jax
 from flax import nnx
@@ -26,16 +23,6 @@ from flax import nnx
 
 def _call(model, *args):
     return model(*args)
-
-
-def compile_in_background(lowered) -> Future:
-    """Start XLA compiling `lowered` (a `jax.jit(f).lower(...)`) in a thread; later calls of the jitted
-    function with arguments like the lowered ones reuse the executable (JAX's in-memory cache). XLA
-    releases the GIL, so the caller can trace and compile another program meanwhile."""
-    pool = ThreadPoolExecutor(1)
-    future = pool.submit(lowered.compile)
-    pool.shutdown(wait=False)
-    return future
 
 
 class CompiledForward:
@@ -68,20 +55,6 @@ class CompiledForward:
 
             self._cache[graphdef] = jax.jit(forward)
         return self._cache[graphdef], params, rest
-
-    def precompile(self, schedules: Sequence[Any], *args) -> None:
-        """Compile the programs of `schedules` for `args` now: traced one after the other, then XLA
-        compiles them in parallel threads (it releases the GIL), one per core. Later calls with
-        arguments of the same shapes and shardings reuse them (JAX's in-memory executable cache);
-        the model's schedule is left as it was."""
-        current = self.model.r
-        lowered = []
-        for r in schedules:
-            fn, params, rest = self.compiled(r)
-            lowered.append(fn.lower(params, rest, *args))
-        self.model.r = current
-        with ThreadPoolExecutor(max(1, min(len(lowered), os.cpu_count() or 1))) as pool:
-            list(pool.map(lambda program: program.compile(), lowered))
 
     def __call__(self, *args, r: Any = None):
         fn, params, rest = self.compiled(r)

@@ -64,10 +64,6 @@ class EvalSetup:
         self.model = model
         self.forward = CompiledForward(model, self.task.outputs)
 
-    def compile(self, schedules: list) -> None:
-        """Compile the forward of every schedule now, the XLA compiles in parallel (`precompile`)."""
-        self.forward.precompile(schedules, self.timing_batch)
-
     def metrics(self, r) -> dict:
         """The task's eval metrics at schedule r of the model's current method, with `examples`."""
         forward, params, rest = self.forward.compiled(r)
@@ -88,14 +84,13 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
           repeats: int = 10) -> list[dict]:
     """The task's eval metrics (top-1/top-5, or mAP, ...) on the eval split, images/s and GFLOPs per r.
 
-    Every r compiles one program, its forward (`EvalSetup`; all r at once, compiled in parallel),
-    which gives both the metrics and the timing; throughput is timed
+    Every r compiles one program, its forward (`EvalSetup`), which gives both the metrics and the
+    timing; throughput is timed
     with `tome_jax.timing.time_interleaved` over all r values in interleaved rounds (compile and
     warm-up excluded), so load from other processes hits every r alike. `speedup` is always over
     r=0, which is timed even when `r_values` lacks it; every row carries its images/s as
     `baseline_images_per_sec`."""
     setup = EvalSetup(config, model, batch_size)
-    setup.compile(list(dict.fromkeys([*r_values, BASELINE])))
     results, candidates = [], {}
     if BASELINE not in r_values:  # speedups are over r=0 even when it is not in the sweep: time it too
         candidates[str(BASELINE)] = setup.timer(0)

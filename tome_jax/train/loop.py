@@ -24,7 +24,7 @@ from jax.experimental import multihost_utils
 import tome_jax
 from tome_jax import data as data_lib
 from tome_jax import runtime
-from tome_jax.models.compiled import CompiledForward, compile_in_background
+from tome_jax.models.compiled import CompiledForward
 from tome_jax.models.registry import describe_model
 from tome_jax.reduction import SETTINGS
 from tome_jax.train import optimizer as optimizer_lib
@@ -204,15 +204,14 @@ def _compile_in_child(config: ml_collections.ConfigDict) -> None:
 
 
 def _compile_programs(config_path: str) -> None:
-    """The child of `_compile_in_child`: build the run's programs and compile them (eval in a thread)."""
+    """The child of `_compile_in_child`: build the run's programs and compile them."""
     import pickle
 
     runtime.configure()
     with open(config_path, "rb") as f:
         run = _RunPrograms(pickle.load(f))
-    pending = compile_in_background(run.lowered_eval())
     run.lowered_train_step().compile()
-    pending.result()
+    run.lowered_eval().compile()
 
 
 # ----------------------------------------------------------------------------- the loop
@@ -245,7 +244,6 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
     if runtime.compile_in_child():
         _compile_in_child(config)  # the two big programs, into the persistent cache: loaded below
     train_step = run.train_step
-    compile_in_background(run.lowered_eval())
     step = int(state.step)
     writer = MetricWriter(workdir, resume_step=latest)
     policy = preemption.CheckpointPolicy(stop_signal, every_steps=config.checkpoint_every_steps,
