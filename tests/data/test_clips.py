@@ -101,16 +101,16 @@ def test_the_video_demo_learns(tmp_path):
     config.model.update(dict(embed_dim=32, depth=2, num_heads=2))
     config.tome.r = 4
     config.batch_size = 32
-    config.total_steps = 1200  # ~20 s of steps on 2 cores: enough to pass the single-frame ceiling
+    config.total_steps = 1000  # enough to pass the single-frame ceiling
     config.warmup_steps = 10
     config.optimizer.lr = 3e-3
     config.log_every_steps = 20
-    config.eval_every_steps = 1200
-    config.checkpoint_every_steps = 1200
+    config.eval_every_steps = 1000
+    config.checkpoint_every_steps = 1000
     summary = train_and_evaluate(config, str(tmp_path))
     losses = [m["train/loss"] for m in read_metrics(str(tmp_path)) if "train/loss" in m]
     assert np.mean(losses[-3:]) < np.mean(losses[:3]) - 0.5, losses
     # Time is used: one frame shows the digit but not its direction, which caps top-1 at 25% (4
-    # directions per digit). Measured with these settings at 1200 steps: 42.3% (4 frames; 37.0% at
-    # 1000 steps, 54.9% at 1600); the single-frame recipe (frames=1, r=1) reaches 7.8%.
-    assert summary["eval_top1"] > 32.0, summary
+    # directions per digit). Measured with these settings at 1000 steps: 37.0% (4 frames; 42.3% at
+    # 1200 steps, 54.9% at 1600); the single-frame recipe (frames=1, r=1) reaches 7.8%.
+    assert summary["eval_top1"] > 30.0, summary
