@@ -184,11 +184,12 @@ def _compile_in_child(config: ml_collections.ConfigDict) -> None:
     """Compile the run's train step and eval program in a child process, into the persistent
     compilation cache, from which this process then loads them.
 
-    Why: on CPU, XLA runs every program about 2x slower in a process that has compiled a large
-    program itself than in one that loaded it from the cache (the digits recipe's train step: 53-69
-    ms vs 106-126 ms per step on 2 AMD EPYC cores, measured back to back; the same executable,
-    reloaded in the compiling process, stays slow). A child costs its start-up (imports, building
-    the model: a few seconds). Off with $TOME_JAX_COMPILE_IN_CHILD=0 (`runtime.compile_in_child`)."""
+    Why: on CPU, XLA runs programs markedly slower in a process that has compiled a large program
+    itself than in one that loaded it from the cache (README's main job: 849 vs 577 training
+    images/s on 2 AMD EPYC cores; the same executable reloaded in the compiling process stays slow,
+    so it is the process, not the program; the cause inside XLA is not known). A child costs its
+    start-up (imports, building the model: a few seconds). Off with $TOME_JAX_COMPILE_IN_CHILD=0
+    (`runtime.compile_in_child`)."""
     import pickle
     import subprocess
     import sys
