@@ -163,3 +163,25 @@ class FreeTokenDrop(TokenReduction):
             return None
         rows = jnp.broadcast_to(jnp.arange(tokens), (batch, tokens))
         return MergePlan(rows[:, :out], rows[:, out:], jnp.zeros((batch, tokens - out), jnp.int32), tokens)
+
+
+def staged_merge_work(plans):
+    """Three jitted functions doing only a forward's merging work, cumulatively: the matchings, + the
+    merges, + the unmerges (so differences of their times are each part's cost). `plans(inputs)` ->
+    [(MergePlan, tokens [B, N, C])], one per block; merges are plain means (tomesd's), two per block
+    (before attention and before the MLP), each undone once."""
+    from tome_jax import merge
+
+    def match(inputs):
+        return [plan for plan, _ in plans(inputs)]
+
+    def match_merge(inputs):
+        return [(merge.apply_plan(plan, tokens, "mean"), merge.apply_plan(plan, tokens + 1.0, "mean"))
+                for plan, tokens in plans(inputs)]
+
+    def match_merge_unmerge(inputs):
+        return [(merge.undo_plan(plan, merge.apply_plan(plan, tokens, "mean")),
+                 merge.undo_plan(plan, merge.apply_plan(plan, tokens + 1.0, "mean")))
+                for plan, tokens in plans(inputs)]
+
+    return jax.jit(match), jax.jit(match_merge), jax.jit(match_merge_unmerge)

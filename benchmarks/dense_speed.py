@@ -29,7 +29,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import tome_jax  # noqa: E402
-from benchmarks.common import Report, add_json_arg  # noqa: E402
+from benchmarks.common import Report, add_json_arg, staged_merge_work  # noqa: E402
 from tome_jax import merge, runtime  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
@@ -67,19 +67,7 @@ def merge_steps(model, r: int):
                 out.append((merge.windowed_random2d_plan(grid, window, s, s, rr), merge.window_partition(grid, window)))
         return out
 
-    def match(grids):
-        return [plan for plan, _ in plans(grids)]
-
-    def match_merge(grids):
-        return [(merge.apply_plan(plan, tokens, "mean"), merge.apply_plan(plan, tokens + 1.0, "mean"))
-                for plan, tokens in plans(grids)]
-
-    def match_merge_unmerge(grids):
-        return [(merge.undo_plan(plan, merge.apply_plan(plan, tokens, "mean")),
-                 merge.undo_plan(plan, merge.apply_plan(plan, tokens + 1.0, "mean")))
-                for plan, tokens in plans(grids)]
-
-    return jax.jit(match), jax.jit(match_merge), jax.jit(match_merge_unmerge)
+    return staged_merge_work(plans)
 
 
 def main(argv=None):

@@ -27,7 +27,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import tome_jax  # noqa: E402
-from benchmarks.common import Report, add_json_arg  # noqa: E402
+from benchmarks.common import Report, add_json_arg, staged_merge_work  # noqa: E402
 from tome_jax import merge, runtime  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 from tome_jax.timing import blocking, time_interleaved  # noqa: E402
@@ -55,19 +55,7 @@ def merge_steps(model, r: int):
     def plans(all_tokens):
         return [(merge.random2d_plan(tokens, grid, grid, s, s, r), tokens) for tokens in all_tokens]
 
-    def match(all_tokens):
-        return [plan for plan, _ in plans(all_tokens)]
-
-    def match_merge(all_tokens):
-        return [(merge.apply_plan(plan, tokens, "mean"), merge.apply_plan(plan, tokens + 1.0, "mean"))
-                for plan, tokens in plans(all_tokens)]
-
-    def match_merge_unmerge(all_tokens):
-        return [(merge.undo_plan(plan, merge.apply_plan(plan, tokens, "mean")),
-                 merge.undo_plan(plan, merge.apply_plan(plan, tokens + 1.0, "mean")))
-                for plan, tokens in plans(all_tokens)]
-
-    return jax.jit(match), jax.jit(match_merge), jax.jit(match_merge_unmerge)
+    return staged_merge_work(plans)
 
 
 def main(argv=None):
