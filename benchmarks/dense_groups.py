@@ -21,20 +21,11 @@ import numpy as np  # noqa: E402
 
 from tome_jax import data as data_lib  # noqa: E402
 from tome_jax import runtime, visualize  # noqa: E402
+from tome_jax.cli import load_recipe  # noqa: E402
 from tome_jax.models.compiled import CompiledForward  # noqa: E402
 
 
 UPSCALE = 4  # pixels per canvas pixel in the group pictures
-
-
-def load_config(spec: str):
-    import importlib.util
-
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("recipe", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
 
 
 def main(argv=None):
@@ -54,7 +45,7 @@ def main(argv=None):
 
     from tome_jax.train import evaluate
 
-    config = load_config(args.config)
+    config = load_recipe(args.config)
     model, origin = evaluate.load_model(config, args.workdir, None)
     model.method = "bipartite"
     data_cfg = data_lib.resolve_config(config.data)

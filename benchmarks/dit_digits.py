@@ -36,16 +36,7 @@ import numpy as np  # noqa: E402
 from benchmarks.common import Report, add_json_arg  # noqa: E402
 from tome_jax import data as data_lib  # noqa: E402
 from tome_jax import merge, runtime, timing  # noqa: E402
-
-
-def load_config(spec: str):
-    import importlib.util
-
-    path, _, arg = spec.partition(":")
-    module_spec = importlib.util.spec_from_file_location("recipe", path)
-    module = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(module)
-    return module.get_config(arg or None)
+from tome_jax.cli import load_recipe  # noqa: E402
 
 
 def split_images(data_cfg, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -101,7 +92,7 @@ def main(argv=None):
     from tome_jax.train import checkpoint, evaluate, loop
     from tome_jax.train import workdir as workdir_lib
 
-    config = load_config(args.config)
+    config = load_recipe(args.config)
     ckpt = checkpoint.Checkpointer(workdir_lib.resolve(args.workdir) / "checkpoints", keep=1, create=True)
     trained = ckpt.latest_step() is not None
     ckpt.close()
