@@ -416,14 +416,15 @@ _SIZES = {  # ViTDet backbones (Li et al. 2022): embed_dim, depth, heads, global
 }
 
 
-def _register_vitdets() -> None:
-    for size, (dim, depth, heads, global_blocks) in _SIZES.items():
-        register_model(f"vitdet_{size}_patch16_1024", pretrained_cfg=dict(mean=IMAGENET_MEAN, std=IMAGENET_STD))(
+def _register(name: str, sizes: dict, **options) -> None:
+    """One registered name per size: `name.format(size)`, a 1024x1024 WindowedViT with windows of 14."""
+    for size, (dim, depth, heads, global_blocks) in sizes.items():
+        register_model(name.format(size), pretrained_cfg=dict(mean=IMAGENET_MEAN, std=IMAGENET_STD))(
             functools.partial(WindowedViT, img_size=1024, patch_size=16, embed_dim=dim, depth=depth,
-                              num_heads=heads, window_size=14, global_attn_indexes=global_blocks))
+                              num_heads=heads, window_size=14, global_attn_indexes=global_blocks, **options))
 
 
-_register_vitdets()
+_register("vitdet_{}_patch16_1024", _SIZES)
 
 _SAM_SIZES = {  # SAM's image encoders (Kirillov et al. 2023, build_sam.py) without the neck; SAM's
     # pixel_mean / pixel_std are ImageNet's (x 255)
@@ -431,14 +432,4 @@ _SAM_SIZES = {  # SAM's image encoders (Kirillov et al. 2023, build_sam.py) with
     "l": (1024, 24, 16, (5, 11, 17, 23)),
     "h": (1280, 32, 16, (7, 15, 23, 31)),
 }
-
-
-def _register_sams() -> None:
-    for size, (dim, depth, heads, global_blocks) in _SAM_SIZES.items():
-        register_model(f"sam_vit_{size}_encoder", pretrained_cfg=dict(mean=IMAGENET_MEAN, std=IMAGENET_STD))(
-            functools.partial(WindowedViT, img_size=1024, patch_size=16, embed_dim=dim, depth=depth,
-                              num_heads=heads, window_size=14, global_attn_indexes=global_blocks,
-                              use_rel_pos=True))
-
-
-_register_sams()
+_register("sam_vit_{}_encoder", _SAM_SIZES, use_rel_pos=True)
