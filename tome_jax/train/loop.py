@@ -138,9 +138,10 @@ def _total_steps(config, num_train: int) -> tuple[int, int]:
 class _RunPrograms:
     """What a run computes with, built from its config alone, so that a child process builds the same
     programs (`_compile_in_child`): the mesh, the data, the task, the model, the train state's
-    setup, the jitted train step and the eval program (eval mode, the recipe's schedule)."""
+    setup, the jitted train step and the eval program (eval mode, the recipe's schedule).
+    load_weights: read `config.init.weights` into the model (the child needs only its shapes)."""
 
-    def __init__(self, config: ml_collections.ConfigDict):
+    def __init__(self, config: ml_collections.ConfigDict, *, load_weights: bool = True):
         if config.batch_size % jax.device_count():
             raise ValueError(f"batch_size={config.batch_size} is not divisible by the {jax.device_count()} "
                              f"devices; use a multiple of {jax.device_count()}.")
@@ -157,7 +158,7 @@ class _RunPrograms:
         self.total_steps, warmup_steps = _total_steps(config, len(train_source))
 
         self.task = task = tasks.make_task(config)
-        self.model = model = build_model(config)
+        self.model = model = build_model(config, load_weights=load_weights)
         # The eval forward (eval mode, the recipe's schedule), compiled once; then train mode.
         evaluator = CompiledForward(model, lambda m, batch: task.eval_batch(m, normalized(batch, data_cfg)))
         model.eval()
@@ -210,7 +211,7 @@ def _compile_programs(config_path: str) -> None:
 
     runtime.configure()
     with open(config_path, "rb") as f:
-        run = _RunPrograms(pickle.load(f))
+        run = _RunPrograms(pickle.load(f), load_weights=False)
     run.lowered_train_step().compile()
     run.lowered_eval().compile()
 
