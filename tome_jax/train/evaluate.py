@@ -3,7 +3,6 @@ FLOPs (`compare_methods`): the library behind `eval.py`."""
 
 from __future__ import annotations
 
-
 import jax
 import ml_collections
 from flax import nnx
@@ -85,9 +84,8 @@ def sweep(config: ml_collections.ConfigDict, model, r_values: list, *, batch_siz
     """The task's eval metrics (top-1/top-5, or mAP, ...) on the eval split, images/s and GFLOPs per r.
 
     Every r compiles one program, its forward (`EvalSetup`), which gives both the metrics and the
-    timing; throughput is timed
-    with `tome_jax.timing.time_interleaved` over all r values in interleaved rounds (compile and
-    warm-up excluded), so load from other processes hits every r alike. `speedup` is always over
+    timing; throughput is timed with `tome_jax.timing.time_interleaved` over all r values in
+    interleaved rounds (compile and warm-up excluded), so load from other processes hits every r alike. `speedup` is always over
     r=0, which is timed even when `r_values` lacks it; every row carries its images/s as
     `baseline_images_per_sec`."""
     setup = EvalSetup(config, model, batch_size)
