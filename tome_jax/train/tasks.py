@@ -4,7 +4,8 @@ A task knows the loss (traced inside the jitted train step), what the eval runs 
 (`outputs`, e.g. logits), what one eval batch contributes given those outputs (`score`; both traced
 inside jitted eval programs) and how the host turns the accumulated eval values into the reported
 metrics. `outputs` is the only part that depends on the token-reduction schedule, so an r-sweep
-compiles one program per r (the same one it times) and one `score` for all. The loop itself knows nothing about labels, classes or pixels.
+compiles one program per r (the same one it times) and one `score` for all. The loop itself knows
+nothing about labels, classes or pixels.
 
 - "classification": softmax cross-entropy with label smoothing and mixup/cutmix; top-1 / top-5.
 - "multilabel": sigmoid cross-entropy on multi-hot labels [B, K] with mixup; mAP (and top-1 where
