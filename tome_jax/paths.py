@@ -19,8 +19,8 @@ from etils import epath
 # s3://: epath's s3fs.
 BACKENDS = {
     "gs://": ({"gcsfs": "gcsfs", "google.cloud.storage": "google-cloud-storage"},
-              "pip install -r requirements.txt (or: pip install -e .[gcs])"),
-    "s3://": ({"s3fs": "s3fs"}, "pip install s3fs"),
+              "pip install -r requirements-cloud.txt (or: pip install -e .[gcs])"),
+    "s3://": ({"s3fs": "s3fs"}, "pip install -r requirements-cloud.txt (or: pip install -e .[s3])"),
 }
 
 

@@ -39,7 +39,7 @@ def cache_dir() -> str | None:
 
 def compile_in_child() -> bool:
     """Whether a training run compiles its train step and eval program in a child process, into the
-    persistent compilation cache (`tome_jax.train.loop._compile_in_child` says why): on the CPU
+    persistent compilation cache (`tome_jax.train.loop._compiling_in_child` says why): on the CPU
     backend, in a single-process run, with the cache on; $TOME_JAX_COMPILE_IN_CHILD=0 turns it off."""
     import jax
 

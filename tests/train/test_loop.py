@@ -144,6 +144,22 @@ def test_killed_run_resumes_to_identical_parameters(tmp_path):
     assert "train" in out
 
 
+def test_a_failed_child_compile_is_shown_and_not_fatal(monkeypatch, capsys):
+    """The child's own error reaches the user (its last lines) when the parent waits for it; a child
+    still running when the block ends is killed."""
+    from tome_jax import runtime
+    from tome_jax.train import loop
+
+    monkeypatch.setattr(runtime, "compile_in_child", lambda: True)
+    with loop._compiling_in_child(tiny_config(model_name="no_such_model")) as wait:
+        wait()
+    out = capsys.readouterr().out
+    assert "compiling in a child process failed (exit 1); compiling here." in out and "no_such_model" in out
+    with loop._compiling_in_child(tiny_config()) as wait:
+        pass  # e.g. a finished run: the child is killed, not waited for
+    assert capsys.readouterr().out == ""
+
+
 # The multi-device and multi-process runs each compare their loss curve with this one-process, one-device run.
 REFERENCE_STEPS = ["--config.total_steps=6", "--config.checkpoint_every_steps=100"]
 
@@ -152,7 +168,7 @@ REFERENCE_STEPS = ["--config.total_steps=6", "--config.checkpoint_every_steps=10
 def one_device_losses(tmp_path_factory):
     """The losses of train.py's REFERENCE_STEPS steps in one process on one device: [6]. The run
     compiles its train step and eval program in a child process (into an empty compilation cache)
-    and loads them from the cache (`loop._compile_in_child`), as train.py does on CPU."""
+    and loads them from the cache (`loop._compiling_in_child`), as train.py does on CPU."""
     workdir, cache = tmp_path_factory.mktemp("one_device"), tmp_path_factory.mktemp("one_device_cache")
     out = run_train(workdir, *REFERENCE_STEPS, env={"TOME_JAX_COMPILE_IN_CHILD": "1", "TOME_JAX_CACHE_DIR": str(cache),
                                                     "JAX_LOG_COMPILES": "1"})

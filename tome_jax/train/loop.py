@@ -7,6 +7,7 @@ tqdm progress, JSON-lines + TensorBoard metrics, periodic eval and a final summa
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -137,7 +138,7 @@ def _total_steps(config, num_train: int) -> tuple[int, int]:
 
 class _RunPrograms:
     """What a run computes with, built from its config alone, so that a child process builds the same
-    programs (`_compile_in_child`): the mesh, the data, the task, the model, the train state's
+    programs (`_compiling_in_child`): the mesh, the data, the task, the model, the train state's
     setup, the jitted train step and the eval program (eval mode, the recipe's schedule).
     load_weights: read `config.init.weights` into the model (the child needs only its shapes)."""
 
@@ -181,37 +182,58 @@ class _RunPrograms:
         return self.train_step.lower(self.setup.abstract, self.first_batch(self.train_ds))
 
 
-def _compile_in_child(config: ml_collections.ConfigDict) -> None:
-    """Compile the run's train step and eval program in a child process, into the persistent
-    compilation cache, from which this process then loads them.
+@contextlib.contextmanager
+def _compiling_in_child(config: ml_collections.ConfigDict):
+    """Start compiling the run's train step and eval program in a child process, into the persistent
+    compilation cache, from which this process then loads them; yields `wait()`, to call before the
+    first step. The child starts at once, so its start-up and model build overlap this process's own;
+    a child still running when the block ends (a finished run, an error) is killed.
 
     Why: on CPU, XLA runs programs markedly slower in a process that has compiled a large program
     itself than in one that loaded it from the cache (README's main job: 849 vs 577 training
-    images/s on 2 AMD EPYC cores; the same executable reloaded in the compiling process stays slow,
-    so it is the process, not the program; the cause inside XLA is not known). A child costs its
-    start-up (imports, building the model: a few seconds). Off with $TOME_JAX_COMPILE_IN_CHILD=0
-    (`runtime.compile_in_child`)."""
+    images/s on 2 AMD EPYC cores). `perf` shows why: in the compiling process 22% of a train step's
+    CPU time is glibc's `_int_malloc` (1.6% in a loading one), with the threads waiting on its lock:
+    the compiler's freed memory is left in the heap's free lists (one arena: `runtime.tune_allocator`),
+    and every later allocation of the step's buffers walks them. Off unless `runtime.compile_in_child()`
+    ($TOME_JAX_COMPILE_IN_CHILD=0, a GPU/TPU, several processes or no cache); then `wait()` does nothing."""
+    if not runtime.compile_in_child():
+        yield lambda: None
+        return
     import pickle
     import subprocess
     import sys
     import tempfile
 
-    with tempfile.NamedTemporaryFile(suffix=".pkl") as f:
-        pickle.dump(config, f)
-        f.flush()
-        code = "import sys; from tome_jax.train import loop; loop._compile_programs(sys.argv[1])"
-        done = subprocess.run([sys.executable, "-c", code, f.name], check=False)
-    if done.returncode != 0:  # not fatal: this process compiles them itself
-        print(f"compiling in a child process failed (exit {done.returncode}); compiling here.", flush=True)
+    code = "import sys; from tome_jax.train import loop; loop._compile_programs(sys.stdin.buffer)"
+    # The child's errors are shown only if this process gets as far as waiting for it: a bad config
+    # fails here first, with one traceback.
+    with tempfile.TemporaryFile() as errors:
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stderr=errors)
+        child.stdin.write(pickle.dumps(config))
+        child.stdin.close()
+
+        def wait() -> None:
+            if child.wait() != 0:  # not fatal: this process compiles them itself
+                errors.seek(0)
+                tail = errors.read().decode(errors="replace").strip().splitlines()[-5:]
+                print(f"compiling in a child process failed (exit {child.returncode}); compiling here. "
+                      "Its last lines:\n  " + "\n  ".join(tail), flush=True)
+
+        try:
+            yield wait
+        finally:
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
-def _compile_programs(config_path: str) -> None:
-    """The child of `_compile_in_child`: build the run's programs and compile them."""
+def _compile_programs(config_file) -> None:
+    """The child of `_compiling_in_child`: build the run's programs from the pickled config in
+    `config_file` and compile them."""
     import pickle
 
     runtime.configure()
-    with open(config_path, "rb") as f:
-        run = _RunPrograms(pickle.load(f), load_weights=False)
+    run = _RunPrograms(pickle.load(config_file), load_weights=False)
     run.lowered_train_step().compile()
     run.lowered_eval().compile()
 
@@ -223,12 +245,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     """Train `config` in `workdir` (a local path or a gs:// URL), resuming from its latest readable
     checkpoint. Returns the summary; on SIGTERM/SIGINT saves a checkpoint at the current step and
     returns {"preempted_at_step": step} (see `preemption`)."""
-    with preemption.StopSignal() as stop_signal:
-        return _train_and_evaluate(config, workdir_lib.resolve(workdir), stop_signal)
-
-
-def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal) -> dict:
     start_time = time.time()
+    workdir = workdir_lib.resolve(workdir)
+    with preemption.StopSignal() as stop_signal, _compiling_in_child(config) as compiled_in_child:
+        return _train_and_evaluate(config, workdir, stop_signal, compiled_in_child, start_time)
+
+
+def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal, compiled_in_child,
+                        start_time: float) -> dict:
     lead = jax.process_index() == 0
     run = _RunPrograms(config)
     batch_sharding, train_ds, eval_ds = run.batch_sharding, run.train_ds, run.eval_ds
@@ -243,8 +267,7 @@ def _train_and_evaluate(config: ml_collections.ConfigDict, workdir, stop_signal)
         ckpt.close()
         return finished
 
-    if runtime.compile_in_child():
-        _compile_in_child(config)  # the two big programs, into the persistent cache: loaded below
+    compiled_in_child()  # the two big programs, into the persistent cache: loaded below
     train_step = run.train_step
     step = int(state.step)
     writer = MetricWriter(workdir, resume_step=latest)
