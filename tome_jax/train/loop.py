@@ -192,9 +192,9 @@ def _compiling_in_child(config: ml_collections.ConfigDict):
     Why: on CPU, XLA runs programs markedly slower in a process that has compiled a large program
     itself than in one that loaded it from the cache (README's main job: 849 vs 577 training
     images/s on 2 AMD EPYC cores). `perf` shows why: in the compiling process 22% of a train step's
-    CPU time is glibc's `_int_malloc` (1.6% in a loading one), with the threads waiting on its lock:
-    the compiler's freed memory is left in the heap's free lists (one arena: `runtime.tune_allocator`),
-    and every later allocation of the step's buffers walks them. Off unless `runtime.compile_in_child()`
+    CPU time is glibc's `_int_malloc` (1.6% in a loading one), the other threads waiting on its lock
+    (one arena: `runtime.tune_allocator`); most likely the compiler's freed memory, left in the heap's
+    free lists, is searched by every later allocation. Off unless `runtime.compile_in_child()`
     ($TOME_JAX_COMPILE_IN_CHILD=0, a GPU/TPU, several processes or no cache); then `wait()` does nothing."""
     if not runtime.compile_in_child():
         yield lambda: None
