@@ -185,3 +185,35 @@ def staged_merge_work(plans):
                 for plan, tokens in plans(inputs)]
 
     return jax.jit(match), jax.jit(match_merge), jax.jit(match_merge_unmerge)
+
+
+MERGE_STAGES = ("matching", "+ merges", "+ unmerges")
+
+
+def time_forwards_and_merging(model, inputs, schedules, steps, merge_input, *, repeats: int):
+    """A merging model's forward at each schedule and the forward's merging work alone, timed in the
+    same interleaved rounds (`tome_jax.timing.time_interleaved`, one warm-up).
+
+    schedules: [(key, r, method)], the r=0 baseline among them; inputs: the forward's arguments.
+    steps(r): the `staged_merge_work` functions for r, called on merge_input, for every r > 0 of
+    schedules. Returns (stats per key, {r: [matching, merges, unmerges] seconds per forward}), each
+    part the difference of the cumulative stages' medians."""
+    from tome_jax.models.compiled import CompiledForward
+    from tome_jax.timing import blocking, time_interleaved
+
+    forward = CompiledForward(model)
+    candidates = {}
+    for key, r, method in schedules:
+        model.method = method
+        fn, params, rest = forward.compiled(r)
+        candidates[key] = blocking(fn, params, rest, *inputs)
+    merge_rs = list(dict.fromkeys(r for _, r, _ in schedules if r))
+    for r in merge_rs:
+        for stage, fn in zip(MERGE_STAGES, steps(r)):
+            candidates[(r, stage)] = blocking(fn, merge_input)
+    stats = time_interleaved(candidates, repeats=repeats, warmup=1)
+    costs = {}
+    for r in merge_rs:
+        cumulative = [stats[(r, stage)].median for stage in MERGE_STAGES]
+        costs[r] = [cumulative[0], cumulative[1] - cumulative[0], cumulative[2] - cumulative[1]]
+    return stats, costs

@@ -29,10 +29,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import tome_jax  # noqa: E402
-from benchmarks.common import Report, add_json_arg, staged_merge_work  # noqa: E402
+from benchmarks.common import Report, add_json_arg, staged_merge_work, time_forwards_and_merging  # noqa: E402
 from tome_jax import merge, runtime  # noqa: E402
-from tome_jax.models.compiled import CompiledForward  # noqa: E402
-from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -84,22 +82,18 @@ def main(argv=None):
           f"{model.window_tokens} tokens (padded), global blocks {model.global_attn_indexes}; batch {args.batch}, "
           f"{args.dtype}; {args.repeats} interleaved rounds, medians\n")
 
-    forward = CompiledForward(model)
-    candidates, meta = {}, {}
+    schedules, meta = [], {}
     for method in methods:
         for r in [0] + r_values:
             if r == 0 and method != methods[0]:
                 continue
             model.method = method
-            fn, params, rest = forward.compiled(r)
             key = "r=0" if r == 0 else f"r={r} {method}"
-            candidates[key] = blocking(fn, params, rest, images)
+            schedules.append((key, r, method))
             meta[key] = (method if r else "-", r, model.token_counts(r), tome_jax.count_flops(model, r=r))
     grids = jax.random.normal(jax.random.key(1), (model.depth, args.batch, *model.grid_size, model.embed_dim), dtype)
-    for r in r_values:
-        for name, fn in zip(("matching", "+ merges", "+ unmerges"), merge_steps(model, r)):
-            candidates[f"r={r} {name}"] = blocking(fn, grids)
-    stats = time_interleaved(candidates, repeats=args.repeats, warmup=1)
+    stats, costs = time_forwards_and_merging(model, (images,), schedules, lambda r: merge_steps(model, r), grids,
+                                             repeats=args.repeats)
 
     base = stats["r=0"].median
     rows = []
@@ -117,9 +111,7 @@ def main(argv=None):
                                    "efficiency"], rows), flush=True)
     rows = []
     for r in r_values:
-        parts = [stats[f"r={r} {name}"].median for name in ("matching", "+ merges", "+ unmerges")]
-        costs = [parts[0], parts[1] - parts[0], parts[2] - parts[1]]
-        rows.append([r, *(f"{c * 1e3:.0f}" for c in costs), *(f"{100 * c / base:.1f}" for c in costs)])
+        rows.append([r, *(f"{c * 1e3:.0f}" for c in costs[r]), *(f"{100 * c / base:.1f}" for c in costs[r])])
     print("\n## merging cost (fixed destinations), per forward")
     print(report.table("merge_cost", ["r", "matching ms", "merges ms", "unmerges ms", "matching % of r=0",
                                       "merges % of r=0", "unmerges % of r=0"], rows), flush=True)

@@ -27,10 +27,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 
 import tome_jax  # noqa: E402
-from benchmarks.common import Report, add_json_arg, staged_merge_work  # noqa: E402
+from benchmarks.common import Report, add_json_arg, staged_merge_work, time_forwards_and_merging  # noqa: E402
 from tome_jax import merge, runtime  # noqa: E402
-from tome_jax.models.compiled import CompiledForward  # noqa: E402
-from tome_jax.timing import blocking, time_interleaved  # noqa: E402
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
@@ -72,25 +70,20 @@ def main(argv=None):
           f"= {model.num_patches} tokens, width {model.embed_dim}, {model.depth} blocks; batch {args.batch}, "
           f"{args.dtype}; {args.repeats} interleaved rounds, medians\n")
 
-    forward = CompiledForward(model)
-    candidates, meta = {}, {}
+    schedules, meta = [], {}
     for method in methods:
         for ratio in [0.0] + ratios:
             if ratio == 0 and method != methods[0]:
                 continue
             r = merge.ratio_r(model.num_patches, ratio)
             model.method = method
-            fn, params, rest = forward.compiled(r)
             key = "ratio 0" if r == 0 else f"ratio {ratio:g} {method}"
-            candidates[key] = blocking(fn, params, rest, x, t, y)
+            schedules.append((key, r, method))
             meta[key] = (ratio, r, method if r else "-", model.token_counts(r)[0], tome_jax.count_flops(model, r=r))
     all_tokens = jax.random.normal(jax.random.key(1), (model.depth, args.batch, model.num_patches, model.embed_dim),
                                    dtype)
-    for ratio in ratios:
-        r = merge.ratio_r(model.num_patches, ratio)
-        for name, fn in zip(("matching", "+ merges", "+ unmerges"), merge_steps(model, r)):
-            candidates[f"ratio {ratio:g} {name}"] = blocking(fn, all_tokens)
-    stats = time_interleaved(candidates, repeats=args.repeats, warmup=1)
+    stats, costs = time_forwards_and_merging(model, (x, t, y), schedules, lambda r: merge_steps(model, r),
+                                             all_tokens, repeats=args.repeats)
 
     base, base_flops = stats["ratio 0"].median, meta["ratio 0"][4]
     rows = []
@@ -105,9 +98,8 @@ def main(argv=None):
                                    "efficiency"], rows), flush=True)
     rows = []
     for ratio in ratios:
-        parts = [stats[f"ratio {ratio:g} {name}"].median for name in ("matching", "+ merges", "+ unmerges")]
-        costs = [parts[0], parts[1] - parts[0], parts[2] - parts[1]]
-        rows.append([f"{ratio:g}", *(f"{c * 1e3:.1f}" for c in costs), *(f"{100 * c / base:.1f}" for c in costs)])
+        cost = costs[merge.ratio_r(model.num_patches, ratio)]
+        rows.append([f"{ratio:g}", *(f"{c * 1e3:.1f}" for c in cost), *(f"{100 * c / base:.1f}" for c in cost)])
     print("\n## merging cost (fixed destinations), per forward")
     print(report.table("merge_cost", ["ratio", "matching ms", "merges ms", "unmerges ms", "matching % of ratio 0",
                                       "merges % of ratio 0", "unmerges % of ratio 0"], rows), flush=True)
